@@ -1,0 +1,54 @@
+"""review: keeps routed predictions in the review table, keyed by sample id.
+
+The review topic is keyed by sample id, so the table is co-partitioned with it and a
+replayed item simply overwrites itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from edgewise.app.context import StageContext
+from edgewise.app.frames import BadInput
+from edgewise.app.records import ReviewItem
+from edgewise.tables import review_queue
+
+STAGE = "review"
+
+
+def parse_review_item(raw: bytes) -> dict[str, Any]:
+    """A review item as a dict, validated; BadInput otherwise."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("bad_json", str(exc)[:200]) from None
+    if not isinstance(doc, dict):
+        raise BadInput("bad_json", "review item is not an object")
+    doc.pop("__faust", None)
+    missing = [f for f in ReviewItem._options.fields if f not in doc and
+               f not in ReviewItem._options.defaults]
+    if missing:
+        raise BadInput("missing_field", ", ".join(sorted(missing)))
+    if not isinstance(doc["id"], str) or not isinstance(doc["confidence"], int | float):
+        raise BadInput("bad_field", "id must be a string and confidence a number")
+    return doc
+
+
+def register(ctx: StageContext) -> None:
+    """Attach the review table, its view and the review agent to the app."""
+    table = review_queue.define(ctx)
+    source = ctx.names.review
+
+    @ctx.app.agent(ctx.topic(source), name="edgewise.review")
+    async def review(stream: Any) -> None:
+        async for raw in stream:
+            ctx.count(STAGE, events_in=1)
+            try:
+                item = parse_review_item(raw)
+            except BadInput as exc:
+                await ctx.dead_letter(STAGE, exc, raw, source)
+                continue
+            table[item["id"]] = item
+            ctx.count(STAGE, samples=1)

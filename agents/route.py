@@ -1,0 +1,78 @@
+"""route: low-confidence predictions go to the review topic, keyed by sample id.
+
+The rule: confidence below ``low_confidence`` or a top-2 margin below ``min_margin``.
+The review stage keeps what this stage sends in the review table.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+
+from edgewise.app.context import StageContext
+from edgewise.app.frames import BadInput
+from edgewise.app.records import PredictionBatch, ReviewItem
+from edgewise.app.wire import decode_prediction_batch
+
+STAGE = "route"
+
+
+def route_low_confidence(
+    confidence: np.ndarray, margins: np.ndarray, low_confidence: float, min_margin: float
+) -> np.ndarray:
+    """Mask of the predictions a person should review."""
+    return (confidence < low_confidence) | (margins < min_margin)
+
+
+def review_reasons(confidence: float, margin: float, low: float, min_margin: float) -> str:
+    """Why one prediction was routed, for the person reviewing it."""
+    reasons = []
+    if confidence < low:
+        reasons.append(f"confidence {confidence:.2f} < {low:.2f}")
+    if margin < min_margin:
+        reasons.append(f"top-2 margin {margin:.2f} < {min_margin:.2f}")
+    return "; ".join(reasons)
+
+
+def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[ReviewItem]:
+    """Review items for the routed predictions of one batch."""
+    margins = batch.margins()
+    mask = route_low_confidence(batch.confidence, margins, low, min_margin)
+    items = []
+    for i in np.flatnonzero(mask):
+        conf, margin = float(batch.confidence[i]), float(margins[i])
+        items.append(ReviewItem(
+            id=batch.ids[i], device=batch.device, model=batch.model,
+            model_version=batch.model_version, label=int(batch.labels[i]), confidence=conf,
+            margin=margin,
+            top_k=[(int(a), float(b)) for a, b in zip(batch.top_labels[i], batch.top_probs[i])],
+            image_b64=base64.b64encode(batch.pixels[i].tobytes()).decode(),
+            shape=list(batch.pixels.shape[1:]), timestamp=float(batch.timestamps[i]),
+            true_label=None if batch.true_labels[i] < 0 else int(batch.true_labels[i]),
+            reason=review_reasons(conf, margin, low, min_margin),
+        ))
+    return items
+
+
+def register(ctx: StageContext) -> None:
+    """Attach the route agent to the app."""
+    settings = ctx.settings
+    source = ctx.names.predictions
+    review = ctx.topic(ctx.names.review)
+
+    @ctx.app.agent(ctx.topic(source), name="edgewise.route")
+    async def route(stream: Any) -> None:
+        async for raw in stream:
+            ctx.count(STAGE, events_in=1)
+            try:
+                batch = decode_prediction_batch(raw, settings.max_message_bytes)
+            except BadInput as exc:
+                await ctx.dead_letter(STAGE, exc, raw, source)
+                continue
+            items = review_items(batch, settings.low_confidence, settings.min_margin)
+            for item in items:
+                await review.send(key=item.id.encode(), value=item.dumps(serializer="json"))
+            ctx.metrics.record_routed(len(batch), len(items))
+            ctx.count(STAGE, events_out=len(items), samples=len(batch))

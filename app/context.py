@@ -1,0 +1,72 @@
+"""What every stage is handed: settings, topics, metrics and the dead-letter path."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+
+from edgewise.app.frames import BadInput
+from edgewise.app.metrics import StageMetrics
+from edgewise.app.records import DeadLetter
+from edgewise.app.settings import Settings
+from edgewise.app.topics import TopicNames
+
+log = logging.getLogger("edgewise")
+
+
+@dataclass
+class StageContext:
+    """Shared by the stages of one app; passed explicitly, never looked up implicitly."""
+
+    app: faust.App
+    settings: Settings
+    names: TopicNames
+    metrics: StageMetrics = field(default_factory=StageMetrics)
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    _logged: set[tuple[str, str]] = field(default_factory=set)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """The Faust topic for ``name`` (raw bytes keys and values), made once."""
+        if name not in self.topics:
+            self.topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                value_serializer="raw", partitions=None,
+            )
+        return self.topics[name]
+
+    async def dead_letter(
+        self, stage: str, error: BadInput | Exception, original: bytes | None, source: str,
+        key: bytes | None = None,
+    ) -> None:
+        """Send ``original`` to the dead-letter topic with the reason; log each kind once."""
+        reason = error.reason if isinstance(error, BadInput) else type(error).__name__
+        detail = error.detail if isinstance(error, BadInput) else str(error)
+        letter = DeadLetter.of(stage, reason, detail, original, source, key)
+        self.metrics.record_dead_letter(stage, reason)
+        if (stage, reason) not in self._logged:
+            self._logged.add((stage, reason))
+            log.warning("%s: dead-lettered a message from %s: %s %s", stage, source, reason,
+                        detail[:200])
+        await self.topic(self.names.dead_letters).send(
+            key=stage.encode(), value=letter.dumps(serializer="json")
+        )
+
+    def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
+        m = self.metrics
+        if events_in:
+            m.events_in.labels(stage).inc(events_in)
+        if events_out:
+            m.events_out.labels(stage).inc(events_out)
+        if samples:
+            m.samples.labels(stage).inc(samples)
+
+    def extra(self) -> dict[str, Any]:
+        return {"app_id": self.app.conf.id}
+
+
+def json_schema() -> faust.Schema:
+    """Tables: UTF-8 string keys as raw bytes (so partitioning matches the topics), JSON values."""
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")

@@ -1,0 +1,76 @@
+"""Prometheus metrics of one app, and the running totals the demo summary prints.
+
+Each app gets its own registry, so several apps can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+@dataclass
+class Totals:
+    """Counts of what this process saw; read by ``edgewise demo`` for its summary."""
+
+    samples_sent: int = 0
+    predictions: int = 0
+    labelled: int = 0
+    correct: int = 0
+    low_confidence: int = 0
+    dead_letters: int = 0
+    routed_seen: int = 0
+    per_device: Tally[str] = field(default_factory=Tally)
+    dead_letter_reasons: Tally[str] = field(default_factory=Tally)
+
+
+class StageMetrics:
+    """Events in and out per stage, dead letters, score latency, low-confidence rate."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.totals = Totals()
+        self.events_in = Counter(
+            "edgewise_events_in", "messages consumed per stage", ["stage"], registry=self.registry
+        )
+        self.events_out = Counter(
+            "edgewise_events_out", "messages produced per stage", ["stage"], registry=self.registry
+        )
+        self.samples = Counter(
+            "edgewise_samples", "samples handled per stage", ["stage"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "edgewise_dead_letters", "dead-lettered messages", ["stage", "reason"],
+            registry=self.registry,
+        )
+        self.score_latency = Histogram(
+            "edgewise_score_latency_ms", "edge timestamp to prediction, milliseconds",
+            buckets=LATENCY_BUCKETS_MS, registry=self.registry,
+        )
+        self.low_confidence = Counter(
+            "edgewise_low_confidence", "predictions routed to review", registry=self.registry
+        )
+        self.low_confidence_rate = Gauge(
+            "edgewise_low_confidence_rate", "share of predictions routed to review",
+            registry=self.registry,
+        )
+
+    def record_dead_letter(self, stage: str, reason: str) -> None:
+        self.dead_letters.labels(stage, reason).inc()
+        self.totals.dead_letters += 1
+        self.totals.dead_letter_reasons[reason] += 1
+
+    def record_routed(self, scored: int, low: int) -> None:
+        self.totals.low_confidence += low
+        self.totals.routed_seen += scored
+        self.low_confidence.inc(low)
+        if self.totals.routed_seen:
+            self.low_confidence_rate.set(self.totals.low_confidence / self.totals.routed_seen)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format of this registry."""
+        return generate_latest(self.registry)

@@ -1,0 +1,176 @@
+"""The typed records of edgewise, each with a schema version.
+
+Single items (``Sample``, ``Prediction``, ``ReviewItem``, ``DeadLetter``) are Faust
+records: they are what views, the review queue and the dead-letter topic carry. Between
+stages the unit is a batch from one device (``SampleBatch``, ``PredictionBatch``): column
+arrays, so a stage pays Python costs once per batch, not once per sample.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+
+import faust
+import numpy as np
+
+SCHEMA_VERSION = 1
+UNKNOWN_LABEL = -1
+
+#: Sample kinds and their image shape and pixel value range.
+SAMPLE_KINDS: dict[str, tuple[tuple[int, ...], float, float]] = {
+    "digits": ((8, 8), 0.0, 16.0),
+}
+
+
+class Sample(faust.Record, serializer="json"):
+    """One sample from one device. ``payload`` holds the pixels as raw bytes (uint8)."""
+
+    device: str
+    id: str
+    timestamp: float
+    kind: str
+    payload: bytes
+    shape: list[int]
+    label: int | None = None
+    schema: int = SCHEMA_VERSION
+
+
+class Prediction(faust.Record, serializer="json"):
+    """The model's answer for one sample."""
+
+    device: str
+    id: str
+    model: str
+    model_version: int
+    label: int
+    confidence: float
+    top_k: list[tuple[int, float]]
+    latency_ms: float
+    timestamp: float
+    true_label: int | None = None
+    schema: int = SCHEMA_VERSION
+
+
+class ReviewItem(faust.Record, serializer="json"):
+    """A prediction a person should look at, with the image and the top-k scores."""
+
+    id: str
+    device: str
+    model: str
+    model_version: int
+    label: int
+    confidence: float
+    margin: float
+    top_k: list[tuple[int, float]]
+    image_b64: str
+    shape: list[int]
+    timestamp: float
+    true_label: int | None = None
+    reason: str = ""
+    image_url: str = ""
+    schema: int = SCHEMA_VERSION
+
+
+class DeadLetter(faust.Record, serializer="json"):
+    """Input a stage could not use: why, where, and the original bytes (base64)."""
+
+    stage: str
+    reason: str
+    detail: str
+    original_b64: str
+    topic: str
+    timestamp: float
+    key_b64: str = ""
+    schema: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(
+        cls, stage: str, reason: str, detail: str, original: bytes | None, topic: str,
+        key: bytes | None = None,
+    ) -> DeadLetter:
+        """A dead letter for ``original`` with the time it was rejected."""
+        return cls(
+            stage=stage, reason=reason, detail=detail[:500],
+            original_b64=base64.b64encode(original or b"").decode(),
+            topic=topic, timestamp=time.time(),
+            key_b64=base64.b64encode(key or b"").decode(),
+        )
+
+    def original(self) -> bytes:
+        return base64.b64decode(self.original_b64)
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Samples from one device, as columns. ``labels`` is -1 where the truth is unknown."""
+
+    device: str
+    kind: str
+    ids: list[str]
+    timestamps: np.ndarray  # float64 seconds since the epoch, shape (n,)
+    labels: np.ndarray  # int32, shape (n,)
+    pixels: np.ndarray  # uint8, shape (n, *image shape)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def features(self) -> np.ndarray:
+        """Pixels flattened to one row per sample, as the models take them."""
+        return self.pixels.reshape(len(self.ids), -1)
+
+    def samples(self) -> list[Sample]:
+        """The batch as single Sample records (for views and tests, not the hot path)."""
+        shape = list(self.pixels.shape[1:])
+        return [
+            Sample(
+                device=self.device, id=sid, timestamp=float(self.timestamps[i]),
+                kind=self.kind, payload=self.pixels[i].tobytes(), shape=shape,
+                label=None if self.labels[i] < 0 else int(self.labels[i]),
+            )
+            for i, sid in enumerate(self.ids)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionBatch:
+    """Predictions for one SampleBatch, as columns, with the samples' pixels and truth."""
+
+    device: str
+    kind: str
+    model: str
+    model_version: int
+    ids: list[str]
+    timestamps: np.ndarray  # float64, edge time of each sample
+    true_labels: np.ndarray  # int32, -1 unknown
+    labels: np.ndarray  # int32 predicted label
+    confidence: np.ndarray  # float32 top-1 probability
+    top_labels: np.ndarray  # int32 (n, k)
+    top_probs: np.ndarray  # float32 (n, k)
+    latency_ms: np.ndarray  # float32, edge timestamp to prediction
+    pixels: np.ndarray  # uint8 (n, *image shape)
+    scored_at: float
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def margins(self) -> np.ndarray:
+        """Top-1 minus top-2 probability (1.0 when the model kept only one)."""
+        if self.top_probs.shape[1] < 2:
+            return np.ones(len(self.ids), dtype=np.float32)
+        return self.top_probs[:, 0] - self.top_probs[:, 1]
+
+    def predictions(self) -> list[Prediction]:
+        """The batch as single Prediction records (for views and tests)."""
+        return [
+            Prediction(
+                device=self.device, id=sid, model=self.model,
+                model_version=self.model_version, label=int(self.labels[i]),
+                confidence=float(self.confidence[i]),
+                top_k=[(int(a), float(b)) for a, b in zip(self.top_labels[i], self.top_probs[i])],
+                latency_ms=float(self.latency_ms[i]), timestamp=float(self.timestamps[i]),
+                true_label=None if self.true_labels[i] < 0 else int(self.true_labels[i]),
+            )
+            for i, sid in enumerate(self.ids)
+        ]

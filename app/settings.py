@@ -1,0 +1,158 @@
+"""The one validated settings object of edgewise.
+
+Every field has a default, an environment variable (``EDGEWISE_<FIELD>``) and one line of
+documentation (its ``description``). An optional TOML file (``EDGEWISE_CONFIG`` or
+``--config``) sits below the environment, which sits below explicit keyword arguments.
+``edgewise config`` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A configuration problem, phrased as one line for the person at the terminal."""
+
+
+class Settings(BaseSettings):
+    """Effective configuration of an edgewise process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEWISE_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    broker: str = Field(
+        "embedded",
+        description="Kafka URL (kafka://host:9092[;host2:9092]) or 'embedded' to start Tansu",
+    )
+    app_id: str = Field("edgewise", description="Faust app id: consumer group and table prefix")
+    topic_prefix: str = Field("edgewise", description="prefix of every topic edgewise owns")
+    partitions: int = Field(4, ge=1, le=1024, description="partitions of the stage topics")
+    data_dir: Path = Field(Path(".edgewise"), description="worker state and local data directory")
+    models_dir: Path = Field(Path(".edgewise/models"), description="model registry directory")
+    model_name: str = Field("digits", description="registered model the score stage serves")
+    web_host: str = Field("127.0.0.1", description="address the HTTP views listen on")
+    web_port: int = Field(0, ge=0, le=65535, description="HTTP port of the views; 0 picks free")
+    fetch_wait_ms: int = Field(
+        -1, ge=-1, le=60_000,
+        description="consumer fetch wait; -1 means 20 ms on the embedded broker, 500 on Kafka",
+    )
+    devices: int = Field(4, ge=1, le=10_000, description="simulated edge devices")
+    rate: float = Field(200.0, gt=0, le=1e7, description="simulated samples per second, all")
+    batch_size: int = Field(32, ge=1, le=65_536, description="samples per simulated batch")
+    hard_share: float = Field(
+        0.2, ge=0, le=1, description="share of simulated samples made harder (noise etc.)"
+    )
+    low_confidence: float = Field(
+        0.6, ge=0, le=1, description="confidence below which a prediction goes to review"
+    )
+    min_margin: float = Field(
+        0.15, ge=0, le=1, description="top-2 probability margin below which it goes to review"
+    )
+    top_k: int = Field(3, ge=1, le=100, description="probabilities kept per prediction")
+    tumbling_seconds: float = Field(10.0, gt=0, description="tumbling window size")
+    hopping_seconds: float = Field(30.0, gt=0, description="hopping window size")
+    hopping_step_seconds: float = Field(10.0, gt=0, description="hopping window step")
+    windows_kept: int = Field(
+        6, ge=1, le=1000, description="closed windows kept per kind; older data counts as late"
+    )
+    max_message_bytes: int = Field(
+        4_000_000, ge=1024, description="largest message a stage accepts; larger is dead-lettered"
+    )
+    max_batch_samples: int = Field(4096, ge=1, description="largest sample count in one batch")
+    score_take: int = Field(64, ge=1, description="batches the score stage gathers per call")
+    score_take_within: float = Field(
+        0.005, gt=0, description="seconds the score stage waits to gather batches"
+    )
+    review_keep: int = Field(10_000, ge=1, description="review items served per worker")
+    token: str = Field("", description="token required by write endpoints; empty disables")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "warning", description="log level of the worker"
+    )
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if value == "embedded":
+            return value
+        if not value.startswith(("kafka://", "aiokafka://", "edgewise://")):
+            raise ValueError("must be 'embedded' or start with kafka://")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when edgewise starts its own Tansu broker."""
+        return self.broker == "embedded"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+def describe(settings: Settings) -> list[tuple[str, Any, str, str]]:
+    """Rows of (field, value, environment variable, documentation) for ``edgewise config``."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        rows.append(
+            (name, getattr(settings, name), f"EDGEWISE_{name.upper()}", field.description or "")
+        )
+    return rows
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown setting '{where}'")
+        else:
+            problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _unknown_env() -> list[str]:
+    known = {f"EDGEWISE_{name.upper()}" for name in Settings.model_fields} | {"EDGEWISE_CONFIG", "EDGEWISE_DEBUG"}
+    return sorted(k for k in os.environ if k.startswith("EDGEWISE_") and k not in known)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings: keyword overrides, then environment, then TOML file.
+
+    Raises SettingsError with one readable line for an unknown or invalid value.
+    """
+    file_values: dict[str, Any] = {}
+    path = config_file or os.environ.get("EDGEWISE_CONFIG")
+    if path:
+        try:
+            file_values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+        file_values = dict(file_values.get("edgewise", file_values))
+    unknown = _unknown_env()
+    if unknown:
+        raise SettingsError(f"unknown environment setting {', '.join(unknown)}")
+    env_names = {
+        name for name in Settings.model_fields if f"EDGEWISE_{name.upper()}" in os.environ
+    }
+    merged = {k: v for k, v in file_values.items() if k not in env_names}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None

@@ -1,0 +1,134 @@
+"""The model registry: versioned artifacts in a directory, saved with skops, never pickle.
+
+Layout: ``<root>/<name>/<version>/model.skops`` beside ``meta.json`` (name, version,
+sha256, training-data summary, metrics, created_at). Loading checks the sha256 first (a
+tampered artifact is refused) and then lets skops build only types on our allow-list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+ARTIFACT = "model.skops"
+META = "meta.json"
+
+#: Types skops may build beyond its defaults. numpy dtypes and sklearn estimators it trusts.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.")
+
+
+class RegistryError(RuntimeError):
+    """A model is missing, tampered with, or built from types we do not trust."""
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the registry knows about one model version."""
+
+    name: str
+    version: int
+    sha256: str
+    created_at: float
+    algorithm: str = ""
+    training_data: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    classes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelRegistry:
+    """Versioned models under one directory (local; the same layout serves S3 later)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def versions(self, name: str) -> list[int]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and
+                      (p / META).is_file())
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def latest(self, name: str) -> int | None:
+        versions = self.versions(name)
+        return versions[-1] if versions else None
+
+    def register(
+        self, name: str, model: Any, *, training_data: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None, algorithm: str = "",
+    ) -> ModelMeta:
+        """Save ``model`` as the next version of ``name`` and return its metadata."""
+        version = (self.latest(name) or 0) + 1
+        folder = self.root / name / str(version)
+        folder.mkdir(parents=True, exist_ok=False)
+        artifact = folder / ARTIFACT
+        sio.dump(model, artifact)
+        meta = ModelMeta(
+            name=name, version=version, sha256=_sha256(artifact), created_at=time.time(),
+            algorithm=algorithm or type(model).__name__, training_data=training_data or {},
+            metrics=metrics or {}, classes=[int(c) for c in getattr(model, "classes_", [])],
+        )
+        tmp = folder / (META + ".tmp")
+        tmp.write_text(json.dumps(meta.to_dict(), indent=2))
+        os.replace(tmp, folder / META)
+        return meta
+
+    def meta(self, name: str, version: int | None = None) -> ModelMeta:
+        version = self.latest(name) if version is None else version
+        if version is None:
+            raise RegistryError(
+                f"no model named '{name}' in {self.root}; train one: edgewise train {name}"
+            )
+        path = self.root / name / str(version) / META
+        try:
+            return ModelMeta(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise RegistryError(f"model {name} version {version} does not exist") from None
+        except (ValueError, TypeError) as exc:
+            raise RegistryError(f"model {name} v{version} has unreadable metadata: {exc}") from None
+
+    def load(self, name: str, version: int | None = None) -> tuple[Any, ModelMeta]:
+        """Load a verified model: sha256 must match and every type must be trusted."""
+        meta = self.meta(name, version)
+        artifact = self.root / name / str(meta.version) / ARTIFACT
+        if not artifact.is_file():
+            raise RegistryError(f"model {name} v{meta.version}: artifact {artifact} is missing")
+        actual = _sha256(artifact)
+        if actual != meta.sha256:
+            raise RegistryError(
+                f"model {name} v{meta.version} was tampered with: sha256 {actual[:12]}… "
+                f"does not match the registered {meta.sha256[:12]}…"
+            )
+        try:
+            untrusted = sio.get_untrusted_types(file=artifact)
+        except Exception as exc:  # skops raises assorted errors on corrupt archives
+            raise RegistryError(f"model {name} v{meta.version} is unreadable: {exc}") from None
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        if refused:
+            raise RegistryError(
+                f"model {name} v{meta.version} needs untrusted types: {', '.join(refused)}"
+            )
+        model = sio.load(artifact, trusted=untrusted)
+        return model, meta

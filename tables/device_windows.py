@@ -1,0 +1,66 @@
+"""The per-device window table and its views.
+
+``device_windows`` is keyed by device id (the key of the predictions topic, so the table is
+co-partitioned with its source) and changelog-backed: a restarted worker rebuilds it from
+``<app id>-device_windows-changelog``. Views for a device are answered by the worker that
+owns the device's partition (``table_route``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from aiohttp import web as aioweb
+
+from edgewise.app.context import StageContext, json_schema
+from edgewise.tables.windows import WindowSpec, window_view
+
+TABLE = "device_windows"
+
+
+def window_spec(ctx: StageContext) -> WindowSpec:
+    s = ctx.settings
+    return WindowSpec(s.tumbling_seconds, s.hopping_seconds, s.hopping_step_seconds,
+                      s.windows_kept)
+
+
+def define(ctx: StageContext) -> faust.Table:
+    """Create the table and attach its views."""
+    table = ctx.app.Table(
+        TABLE, default=None, partitions=ctx.settings.partitions, schema=json_schema(),
+        help="windowed prediction statistics per device and model version",
+    )
+    spec = window_spec(ctx)
+
+    @ctx.app.page("/api/devices")
+    async def devices(web: Any, request: Any) -> Any:
+        listing = []
+        for device, state in sorted(table.items()):
+            listing.append({
+                "device": device, "newest": state.get("newest"), "late": state.get("late", 0),
+                "replayed": state.get("replayed", 0),
+                "windows": f"/api/devices/{device}/windows",
+            })
+        return web.json({"devices": listing, "worker": ctx.app.conf.id,
+                         "partitions": "this worker's"})
+
+    @ctx.app.page("/api/devices/{device}/windows")
+    @ctx.app.table_route(table=table, match_info="device")
+    async def device_windows(web: Any, request: Any, device: str) -> Any:
+        kind = request.query.get("kind", "tumbling")
+        if kind not in ("tumbling", "hopping"):
+            raise aioweb.HTTPBadRequest(text="kind must be tumbling or hopping")
+        state = table.get(device)
+        if state is None:
+            raise aioweb.HTTPNotFound(text=f"no windows for device {device}")
+        size = spec.tumbling if kind == "tumbling" else spec.hopping
+        windows = window_view(state, kind, size)
+        return web.json({
+            "device": device, "kind": kind, "size_seconds": size,
+            "step_seconds": spec.tumbling if kind == "tumbling" else spec.step,
+            "late": state.get("late", 0), "replayed": state.get("replayed", 0),
+            "current": windows[0] if windows else None, "closed": windows[1:],
+        })
+
+    return table
