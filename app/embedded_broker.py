@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+CLUSTER_ID = "edgewise-embedded"
+
+
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or reached."""
 
@@ -92,7 +95,7 @@ class EmbeddedBroker:
         self.port = self.port or free_port(self.host)
         address = f"tcp://{self.host}:{self.port}"
         cmd = [
-            tansu_binary(), "broker",
+            tansu_binary(), "broker", "--cluster-id", CLUSTER_ID,
             "--listener-url", address,
             "--advertised-listener-url", address,
             "--storage-engine", "memory://tansu/",

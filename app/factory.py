@@ -23,16 +23,18 @@ def app_id_for(settings: Settings, stages: list[str]) -> str:
 
 
 def create_app(
-    settings: Settings, broker_url: str, stages: list[str] | None = None,
+    settings: Settings, stages: list[str] | None = None,
     web_port: int | None = None, simulate_total: int = 0,
 ) -> tuple[faust.App, StageContext]:
-    """A Faust app running ``stages`` (all by default) against ``broker_url``."""
+    """A Faust app running ``stages`` (all by default) against ``settings.broker``."""
     stages = list(stages or STAGES)
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}")
     app_id = app_id_for(settings, stages)
-    url = broker_url.replace("kafka://", "edgewise://", 1)
+    if settings.embedded:
+        raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
+    url = settings.broker.replace("kafka://", "edgewise://", 1)
     data_dir = Path(settings.data_dir) / app_id
     app = faust.App(
         app_id, broker=url, store="memory://", value_serializer="raw", key_serializer="raw",

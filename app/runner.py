@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 
+from edgewise.app import profile
 from edgewise.app.embedded_broker import EmbeddedBroker, free_port
 from edgewise.app.factory import STAGES, app_id_for, create_app
 from edgewise.app.metrics import Totals
@@ -22,20 +23,25 @@ from edgewise.models.registry import ModelRegistry
 
 
 @contextlib.contextmanager
-def broker_for(settings: Settings, app_ids: list[str]) -> Iterator[str]:
-    """The broker URL to use: an embedded Tansu (started here) or the configured Kafka.
+def broker_for(settings: Settings, app_ids: list[str]) -> Iterator[Settings]:
+    """Settings pointing at a ready broker: an embedded Tansu (started here) or the Kafka
+    configured, with the broker profile resolved (``auto`` detects Tansu).
 
     Every topic the given apps need is created up front, with explicit configs.
     """
     if settings.embedded:
         with EmbeddedBroker(log_path=None) as broker:
             create_topics(broker.bootstrap, topic_specs(settings, app_ids))
-            yield broker.url
+            yield settings.model_copy(update={"broker": broker.url,
+                                              "broker_profile": "embedded"})
         return
     bootstrap = bootstrap_of(settings.broker)
-    wait_for_broker(bootstrap, timeout=30)
+    cluster_id = wait_for_broker(bootstrap, timeout=30)
+    if settings.broker_profile == "auto":
+        detected = "embedded" if profile.is_embedded_cluster(cluster_id) else "kafka"
+        settings = settings.model_copy(update={"broker_profile": detected})
     create_topics(bootstrap, topic_specs(settings, app_ids))
-    yield settings.broker
+    yield settings
 
 
 def ensure_model(settings: Settings, out: Any = sys.stderr) -> None:
@@ -77,10 +83,10 @@ def run_worker(settings: Settings, stages: list[str], simulate_total: int = 0) -
     if "score" in stages:
         ensure_model(settings)
     app_id = app_id_for(settings, stages)
-    with broker_for(settings, [app_id]) as url:
+    with broker_for(settings, [app_id]) as settings:
+        url = settings.broker
         port = settings.web_port or free_port(settings.web_host)
-        app, ctx = create_app(settings, url, stages, web_port=port,
-                              simulate_total=simulate_total)
+        app, ctx = create_app(settings, stages, web_port=port, simulate_total=simulate_total)
         print(f"edgewise worker {app_id}: stages {', '.join(stages)}; broker {url}; "
               f"views http://{settings.web_host}:{port}/healthz", file=sys.stderr, flush=True)
         run_app_until_stopped(app, settings)
@@ -114,9 +120,10 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
     ensure_model(settings)
     app_id = app_id_for(settings, list(STAGES))
     started = time.monotonic()
-    with broker_for(settings, [app_id]) as url:
+    with broker_for(settings, [app_id]) as settings:
+        url = settings.broker
         port = settings.web_port or free_port(settings.web_host)
-        app, ctx = create_app(settings, url, list(STAGES), web_port=port)
+        app, ctx = create_app(settings, list(STAGES), web_port=port)
         base = f"http://{settings.web_host}:{port}"
         print(f"edgewise demo: broker {url}\n  devices  {base}/api/devices\n"
               f"  windows  {base}/api/devices/device-000/windows?kind=tumbling\n"

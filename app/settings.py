@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         "embedded",
         description="Kafka URL (kafka://host:9092[;host2:9092]) or 'embedded' to start Tansu",
     )
+    broker_profile: Literal["auto", "embedded", "kafka"] = Field(
+        "auto", description="broker tuning: auto detects the embedded Tansu by its cluster id"
+    )
     app_id: str = Field("edgewise", description="Faust app id: consumer group and table prefix")
     topic_prefix: str = Field("edgewise", description="prefix of every topic edgewise owns")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the stage topics")
@@ -90,6 +93,11 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when edgewise starts its own Tansu broker."""
         return self.broker == "embedded"
+
+    @property
+    def embedded_profile(self) -> bool:
+        """True when the broker is Tansu and needs the embedded broker profile."""
+        return self.broker == "embedded" or self.broker_profile == "embedded"
 
     @classmethod
     def settings_customise_sources(

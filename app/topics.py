@@ -131,25 +131,24 @@ def create_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> list[str]:
     return run_sync(create_topics_async(bootstrap, list(specs)))
 
 
-async def _ping(bootstrap: str) -> None:
+async def _cluster_id(bootstrap: str) -> str | None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
     await admin.start()
     try:
-        await admin.list_topics()
+        return (await admin.describe_cluster()).get("cluster_id")
     finally:
         await admin.close()
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 15.0) -> None:
-    """Block until the broker answers a metadata request."""
+def wait_for_broker(bootstrap: str, timeout: float = 15.0) -> str | None:
+    """Block until the broker answers a metadata request; return its cluster id."""
     import time
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            run_sync(_ping(bootstrap))
-            return
+            return run_sync(_cluster_id(bootstrap))
         except (KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.2)

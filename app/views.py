@@ -19,7 +19,7 @@ def define(ctx: StageContext, stages: list[str]) -> None:
     @ctx.app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return web.bytes(ctx.metrics.exposition(),
-                         content_type="text/plain; version=0.0.4; charset=utf-8")
+                         content_type="text/plain; version=0.0.4")
 
     @ctx.app.page("/api/models")
     async def models(web: Any, request: Any) -> Any:

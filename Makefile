@@ -1,0 +1,37 @@
+# edgewise: `make demo` runs the pipeline, `make test` runs the whole suite.
+# Both create .venv, install the project with its extras and the system packages it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql
+DURATION ?=
+
+.PHONY: demo test sysdeps venv lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "edgewise needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)); set PYTHON=python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cdc,edge,test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+sysdeps:
+	@bash deploy/sysdeps.sh $(SYSTEM_TOOLS)
+
+demo: venv
+	$(BIN)/edgewise demo $(if $(DURATION),--duration $(DURATION),)
+
+test: venv sysdeps
+	$(BIN)/ruff check app agents tables models tests
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+bench: venv
+	$(BIN)/edgewise bench score
+	$(BIN)/edgewise bench latency
+
+clean:
+	rm -rf $(VENV) .edgewise .pytest_cache
