@@ -36,6 +36,7 @@ def create_app(
         raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
     url = settings.broker.replace("kafka://", "edgewise://", 1)
     data_dir = Path(settings.data_dir) / app_id
+    data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id, broker=url, store="memory://", value_serializer="raw", key_serializer="raw",
         topic_partitions=settings.partitions, web_enabled=True,

@@ -62,15 +62,25 @@ def ensure_model(settings: Settings, out: Any = sys.stderr) -> None:
 
 
 def _worker(app: faust.App, settings: Settings) -> faust.Worker:
-    return faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
-                        redirect_stdouts=False)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
+                          redirect_stdouts=False, stdout=sys.stderr)
+    worker.spinner = None  # its cursor codes would mangle --json output and logs
+    return worker
 
 
 def run_app_until_stopped(app: faust.App, settings: Settings) -> None:
     """Run a Faust worker in this process until Ctrl-C, SIGTERM or a stop request."""
     worker = _worker(app, settings)
-    with contextlib.suppress(SystemExit):
+    try:
         worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise WorkerFailed(f"the worker stopped with an error (exit {exc.code}); "
+                               "its log above says why") from None
+
+
+class WorkerFailed(RuntimeError):
+    """The Faust worker crashed; its own log has the details."""
 
 
 def stop_this_process() -> None:

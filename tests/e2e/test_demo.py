@@ -1,0 +1,37 @@
+"""`edgewise demo --duration 30 --json`: the whole pipeline in one process, on its own broker."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import orjson
+
+from tests.fixtures.kafka import EDGEWISE
+
+
+def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWISE_")}
+    env.update(EDGEWISE_DATA_DIR=str(tmp_path / "data"),
+               EDGEWISE_MODELS_DIR=str(tmp_path / "models"), EDGEWISE_RATE="300")
+    done = subprocess.run([EDGEWISE, "demo", "--duration", "30", "--json"], env=env,
+                          capture_output=True, timeout=120, cwd=tmp_path)
+    err = done.stderr.decode()
+    assert done.returncode == 0, err[-3000:]
+    summary = orjson.loads(done.stdout)
+    assert 25 <= summary["seconds"] <= 60
+    assert summary["samples"] >= 3000  # 300/s for most of 30 s, after the group join
+    assert summary["predictions"] >= 0.9 * summary["samples"]
+    assert summary["predictions"] <= summary["samples"]
+    assert 0.85 <= summary["accuracy"] <= 1.0
+    assert 0 < summary["low_confidence"] < summary["predictions"]
+    assert summary["dead_letters"] == 0
+    assert sum(summary["per_device"].values()) == summary["predictions"]
+    assert len(summary["per_device"]) == 4
+    assert "registered digits v1" in err  # a fresh machine trains its first model
+    port = int(re.search(r"broker kafka://127\.0\.0\.1:(\d+)", err).group(1))
+    with socket.socket() as sock:  # the embedded broker is gone: no orphan left behind
+        assert sock.connect_ex(("127.0.0.1", port)) != 0

@@ -1,0 +1,56 @@
+"""Stages as their own processes: two score workers share the partitions."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from edgewise.agents.simulate import DigitSimulator
+from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.settings import Settings
+from edgewise.app.topics import TopicNames, create_topics, topic_specs
+from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
+
+
+def scored_samples(metrics: str) -> float:
+    match = re.search(r'^edgewise_samples_total\{stage="score"\} (\S+)$', metrics, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_two_score_workers_share_partitions_and_score_everything(
+    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str
+) -> None:
+    settings = Settings(models_dir=models_dir, data_dir=tmp_path, topic_prefix=unique_prefix,
+                        app_id=unique_prefix, partitions=4)
+    create_topics(embedded_broker.bootstrap, topic_specs(settings, [f"{unique_prefix}-score"]))
+    env = env_for(settings, embedded_broker.url, unique_prefix)
+    first = start_worker(env, ["score"], tmp_path / "w1.log")
+    second = start_worker(env, ["score"], tmp_path / "w2.log")
+    names = TopicNames(unique_prefix)
+    try:
+        time.sleep(8)  # let the group settle with both members (Tansu joins in ~3 s)
+        sim = DigitSimulator(devices=16, batch_size=50, hard_share=0.2, seed=3)
+        batches = [sim.next_batch() for _ in range(40)]
+        sent = [i for b in batches for i in b.ids]
+        asyncio.run(produce(embedded_broker.bootstrap, names.samples,
+                            [(b.device.encode(), encode_sample_batch(b)) for b in batches]))
+        records = asyncio.run(consume_until(
+            embedded_broker.bootstrap, names.predictions,
+            lambda recs: len({i for r in recs for i in decode_prediction_batch(
+                r.value, 10**7).ids}) >= len(sent), timeout=90))
+        scored = collections.Counter(
+            i for r in records for i in decode_prediction_batch(r.value, 10**7).ids)
+        assert set(scored) == set(sent)
+        duplicates = sum(c - 1 for c in scored.values())
+        shares = [scored_samples(w.get("/metrics")) for w in (first, second)]
+        assert all(share > 0 for share in shares), shares
+        assert sum(shares) == len(sent) + duplicates
+    finally:
+        first.stop()
+        second.stop()
