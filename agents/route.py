@@ -13,7 +13,7 @@ import numpy as np
 
 from edgewise.app.context import StageContext
 from edgewise.app.frames import BadInput
-from edgewise.app.records import PredictionBatch, ReviewItem
+from edgewise.app.records import PredictionBatch, ReviewItem, top_k_pairs
 from edgewise.app.wire import decode_prediction_batch
 
 STAGE = "route"
@@ -47,7 +47,7 @@ def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[
             id=batch.ids[i], device=batch.device, model=batch.model,
             model_version=batch.model_version, label=int(batch.labels[i]), confidence=conf,
             margin=margin,
-            top_k=[(int(a), float(b)) for a, b in zip(batch.top_labels[i], batch.top_probs[i])],
+            top_k=top_k_pairs(batch.top_labels[i], batch.top_probs[i]),
             image_b64=base64.b64encode(batch.pixels[i].tobytes()).decode(),
             shape=list(batch.pixels.shape[1:]), timestamp=float(batch.timestamps[i]),
             true_label=None if batch.true_labels[i] < 0 else int(batch.true_labels[i]),

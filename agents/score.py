@@ -132,7 +132,6 @@ async def score_and_send(
         totals.labelled += int(known.sum())
         totals.correct += int((result.labels[known] == result.true_labels[known]).sum())
         totals.per_device[result.device] += len(result)
-        for value in result.latency_ms:
-            ctx.metrics.score_latency.observe(float(value))
+        ctx.metrics.observe_latencies(result.latency_ms)
         await predictions.send(key=result.device.encode(), value=encode_prediction_batch(result))
     ctx.count(STAGE, events_out=len(results), samples=sum(len(r) for r in results))

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 CLUSTER_ID = "edgewise-embedded"
 
 

@@ -102,6 +102,11 @@ class DeadLetter(faust.Record, serializer="json"):
         return base64.b64decode(self.original_b64)
 
 
+def top_k_pairs(labels: np.ndarray, probs: np.ndarray) -> list[tuple[int, float]]:
+    """(label, probability) pairs of one prediction, best first."""
+    return [(int(a), float(b)) for a, b in zip(labels, probs, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
     """Samples from one device, as columns. ``labels`` is -1 where the truth is unknown."""
@@ -168,7 +173,7 @@ class PredictionBatch:
                 device=self.device, id=sid, model=self.model,
                 model_version=self.model_version, label=int(self.labels[i]),
                 confidence=float(self.confidence[i]),
-                top_k=[(int(a), float(b)) for a, b in zip(self.top_labels[i], self.top_probs[i])],
+                top_k=top_k_pairs(self.top_labels[i], self.top_probs[i]),
                 latency_ms=float(self.latency_ms[i]), timestamp=float(self.timestamps[i]),
                 true_label=None if self.true_labels[i] < 0 else int(self.true_labels[i]),
             )

@@ -133,7 +133,8 @@ def _one_line(exc: ValidationError) -> str:
 
 
 def _unknown_env() -> list[str]:
-    known = {f"EDGEWISE_{name.upper()}" for name in Settings.model_fields} | {"EDGEWISE_CONFIG", "EDGEWISE_DEBUG"}
+    known = {f"EDGEWISE_{name.upper()}" for name in Settings.model_fields}
+    known |= {"EDGEWISE_CONFIG", "EDGEWISE_DEBUG"}
     return sorted(k for k in os.environ if k.startswith("EDGEWISE_") and k not in known)
 
 

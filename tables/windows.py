@@ -95,7 +95,7 @@ def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray]) -> None:
         return
     stats["count"] += n
     values, counts = np.unique(rows["labels"], return_counts=True)
-    for label, count in zip(values.tolist(), counts.tolist()):
+    for label, count in zip(values.tolist(), counts.tolist(), strict=False):
         stats["labels"][str(label)] = stats["labels"].get(str(label), 0) + count
     stats["conf_sum"] += float(rows["confidence"].sum())
     stats["conf_min"] = min(stats["conf_min"], float(rows["confidence"].min()))
@@ -125,7 +125,9 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
 
 def _seen_get(state: dict[str, Any], start: str) -> np.ndarray:
     blob = state["seen"].get(start)
-    return np.frombuffer(base64.b64decode(blob), dtype=np.uint64) if blob else np.empty(0, np.uint64)
+    if not blob:
+        return np.empty(0, np.uint64)
+    return np.frombuffer(base64.b64decode(blob), dtype=np.uint64)
 
 
 def fold_batch(
@@ -210,4 +212,4 @@ def _merge(into: dict[str, Any], stats: dict[str, Any]) -> None:
     into["conf_min"] = min(into["conf_min"], stats["conf_min"])
     for name in ("low", "labelled", "correct"):
         into[name] += stats[name]
-    into["latency"] = [a + b for a, b in zip(into["latency"], stats["latency"])]
+    into["latency"] = [a + b for a, b in zip(into["latency"], stats["latency"], strict=False)]

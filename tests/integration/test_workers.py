@@ -8,8 +8,6 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.embedded_broker import EmbeddedBroker
 from edgewise.app.settings import Settings
