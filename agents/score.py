@@ -74,7 +74,7 @@ def register(ctx: StageContext) -> None:
     settings = ctx.settings
     holder = ModelHolder(ModelRegistry(settings.models_dir), settings.model_name)
     holder.refresh()  # fail at start, clearly, when there is no model
-    ctx.model_holder = holder  # type: ignore[attr-defined]
+    ctx.model_holder = holder
     predictions = ctx.topic(ctx.names.predictions)
     source = ctx.names.samples
 

@@ -71,9 +71,10 @@ async def run_simulation(
     return sent
 
 
-def register(ctx: StageContext, total: int = 0) -> None:
-    """Attach the simulator as a task of the app."""
+def register(ctx: StageContext) -> None:
+    """Attach the simulator as a task of the app (``ctx.simulate_total`` samples, 0: forever)."""
     settings = ctx.settings
+    total = ctx.simulate_total
     samples = ctx.topic(ctx.names.samples)
     simulator = DigitSimulator(settings.devices, settings.batch_size, settings.hard_share)
 

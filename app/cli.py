@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -13,6 +14,13 @@ import orjson
 from edgewise.app.settings import Settings, SettingsError, describe, load_settings
 
 EXIT_USAGE = 2
+
+#: Modules adding their own subcommands with ``add_commands(sub, add)``, where ``add(name,
+#: func, help, broker=True)`` creates a subparser whose ``func(args) -> int`` runs it.
+COMMAND_MODULES: tuple[str, ...] = (
+    # issue 3: "edgewise.app.cli_db",
+    # issue 4: "edgewise.app.cli_edge",
+)
 
 
 class CliError(RuntimeError):
@@ -74,12 +82,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from edgewise.app.factory import STAGES
+    from edgewise.app.factory import STAGE_MODULES
     from edgewise.app.runner import run_worker
 
-    unknown = sorted(set(args.stage) - set(STAGES))
+    unknown = sorted(set(args.stage) - set(STAGE_MODULES))
     if unknown:
-        raise CliError(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        raise CliError(
+            f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGE_MODULES)}")
     settings = _settings(args, web_port=args.web_port)
     run_worker(settings, args.stage, simulate_total=args.samples)
     return 0
@@ -137,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0, help="samples per measurement")
     p.add_argument("--rate", type=float, default=1000.0, help="latency: samples per second")
     p.add_argument("--seconds", type=float, default=10.0, help="latency: run length")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub, add)
     return parser
 
 

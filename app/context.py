@@ -26,6 +26,8 @@ class StageContext:
     names: TopicNames
     metrics: StageMetrics = field(default_factory=StageMetrics)
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    simulate_total: int = 0
+    model_holder: Any = None
     _logged: set[tuple[str, str]] = field(default_factory=set)
 
     def topic(self, name: str) -> faust.TopicT:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import faust
@@ -11,8 +12,20 @@ from edgewise.app.context import StageContext
 from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
 
-#: Stages in topology order; see app/topology.py for what each reads and writes.
+#: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
 STAGES = ("simulate", "score", "route", "review", "aggregate")
+
+#: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
+#: See app/topology.py for what each reads and writes.
+STAGE_MODULES: dict[str, str] = {
+    "simulate": "edgewise.agents.simulate",
+    "score": "edgewise.agents.score",
+    "route": "edgewise.agents.route",
+    "review": "edgewise.agents.review",
+    "aggregate": "edgewise.agents.aggregate",
+    # issue 3 (database change streams) stages go here
+    # issue 4 (edge, bridge, image sink) stages go here
+}
 
 
 def app_id_for(settings: Settings, stages: list[str]) -> str:
@@ -28,9 +41,10 @@ def create_app(
 ) -> tuple[faust.App, StageContext]:
     """A Faust app running ``stages`` (all by default) against ``settings.broker``."""
     stages = list(stages or STAGES)
-    unknown = sorted(set(stages) - set(STAGES))
+    unknown = sorted(set(stages) - set(STAGE_MODULES))
     if unknown:
-        raise ValueError(f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        raise ValueError(
+            f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGE_MODULES)}")
     app_id = app_id_for(settings, stages)
     if settings.embedded:
         raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
@@ -47,17 +61,9 @@ def create_app(
     )
     app.edgewise_fetch_wait_ms = profile.fetch_wait_ms(settings)  # read by app.transport
     ctx = StageContext(app=app, settings=settings, names=TopicNames(settings.topic_prefix))
-    from edgewise.agents import aggregate, review, route, score, simulate
-
-    if "score" in stages:
-        score.register(ctx)
-    if "route" in stages:
-        route.register(ctx)
-    if "review" in stages:
-        review.register(ctx)
-    if "aggregate" in stages:
-        aggregate.register(ctx)
-    if "simulate" in stages:
-        simulate.register(ctx, total=simulate_total)
+    ctx.simulate_total = simulate_total
+    for stage in STAGE_MODULES:  # topology order, whatever order they were asked in
+        if stage in stages:
+            importlib.import_module(STAGE_MODULES[stage]).register(ctx)
     views.define(ctx, stages)
     return app, ctx

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         0.005, gt=0, description="seconds the score stage waits to gather batches"
     )
     review_keep: int = Field(10_000, ge=1, description="review items served per worker")
+    # -- issue 3: database change streams (add fields below this line) --
+
+    # -- issue 4: edge, bridge, object store (add fields below this line) --
+
     token: str = Field("", description="token required by write endpoints; empty disables")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="log level of the worker"

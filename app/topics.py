@@ -27,6 +27,7 @@ COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "aggregate": ("device_windows",),
     "review": ("review_queue",),
+    # issue 3 and issue 4 stage tables go here
 }
 
 
