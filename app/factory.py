@@ -16,7 +16,7 @@ from edgewise.app.topics import TopicNames
 STAGES = ("simulate", "score", "route", "review", "aggregate")
 
 #: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
-#: See app/topology.py for what each reads and writes.
+#: What each reads and writes: README.md, "Topology".
 STAGE_MODULES: dict[str, str] = {
     "simulate": "edgewise.agents.simulate",
     "score": "edgewise.agents.score",

@@ -52,7 +52,7 @@ async def _tail(bootstrap: str, topic: str, limit: int, follow: bool, options: d
             if not batch and not follow:
                 break
             for records in batch.values():
-                for rec in records:
+                for rec in records[: limit - count if limit else None]:
                     line = {"partition": rec.partition, "offset": rec.offset,
                             "key": rec.key.decode(errors="replace") if rec.key else None,
                             "value": describe_message(rec.value)}
