@@ -12,6 +12,7 @@ data (``np.frombuffer`` views) and checks every size before trusting it.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Any
 
@@ -81,8 +82,7 @@ def decode_frame(data: bytes, expect_kind: int) -> tuple[dict[str, Any], dict[st
     view = memoryview(data)
     for entry in meta.pop("arrays"):
         name, dtype, shape = _array_entry(entry)
-        count = int(np.prod(shape, dtype=np.int64))
-        size = count * np.dtype(dtype).itemsize
+        size = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
         if offset + size > len(data):
             raise BadInput("truncated", f"array {name} runs past the end of the message")
         arrays[name] = np.frombuffer(view[offset : offset + size], dtype=dtype).reshape(shape)
@@ -98,7 +98,7 @@ def _array_entry(entry: Any) -> tuple[str, str, tuple[int, ...]]:
         shape = tuple(int(n) for n in shape)
     except (TypeError, ValueError):
         raise BadInput("bad_header", f"bad array entry {entry!r}") from None
-    if not isinstance(name, str) or dtype not in ALLOWED_DTYPES:
+    if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
         raise BadInput("bad_dtype", f"array {name!r} dtype {dtype!r}")
     if any(n < 0 for n in shape) or len(shape) > 4:
         raise BadInput("wrong_shape", f"array {name} shape {shape}")

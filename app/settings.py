@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -78,6 +78,49 @@ class Settings(BaseSettings):
     # -- issue 3: database change streams (add fields below this line) --
 
     # -- issue 4: edge, bridge, object store (add fields below this line) --
+    mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
+    mqtt_root: str = Field("edgewise", description="root of the MQTT topic tree root/site/device/kind")
+    mqtt_keepalive: int = Field(10, ge=2, le=3600, description="MQTT keepalive seconds")
+    mqtt_client_id: str = Field(
+        "", description="MQTT client id (persistent session); empty derives one from device/app"
+    )
+    site: str = Field("site-1", description="site of this edge device (MQTT topic segment)")
+    device_id: str = Field("edge-1", description="id of this edge device (MQTT topic segment)")
+    geo: str = Field("", description="optional 'lat,lon' of this edge device, sent as metadata")
+    edge_rate: float = Field(
+        20.0, gt=0, le=1e6, description="edge samples (digits) or frames (camera) per second"
+    )
+    edge_batch_size: int = Field(16, ge=1, le=4096, description="digits per edge MQTT message")
+    edge_window_seconds: float = Field(
+        10.0, gt=0, description="tumbling window of the metrics an edge sends"
+    )
+    spool_max_items: int = Field(
+        100_000, ge=1, description="messages the edge keeps while offline; oldest dropped beyond"
+    )
+    spool_max_bytes: int = Field(
+        256_000_000, ge=1024, description="payload bytes the edge keeps while offline"
+    )
+    spool_fsync: bool = Field(
+        False, description="fsync each spooled message (survives power loss, slower on SD cards)"
+    )
+    reconnect_min_seconds: float = Field(0.2, gt=0, description="first MQTT reconnect delay")
+    reconnect_max_seconds: float = Field(
+        5.0, gt=0, description="longest MQTT reconnect delay (the delay doubles up to it)"
+    )
+    image_store: Literal["local", "s3"] = Field(
+        "local", description="where face crops and review images go: local directory or S3"
+    )
+    image_dir: Path = Field(Path(".edgewise/images"), description="local image store directory")
+    s3_bucket: str = Field("edgewise", description="S3 bucket of the image store")
+    s3_endpoint: str = Field("", description="S3 endpoint URL (MinIO, moto); empty means AWS")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_access_key_id: str = Field("", description="S3 access key id; empty uses the AWS chain")
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr(""), description="S3 secret access key; empty uses the AWS credential chain"
+    )
+    max_image_side: int = Field(
+        2048, ge=24, le=8192, description="largest image side (pixels) a face payload may carry"
+    )
 
     token: str = Field("", description="token required by write endpoints; empty disables")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -139,7 +182,8 @@ def _one_line(exc: ValidationError) -> str:
 def _unknown_env() -> list[str]:
     known = {f"EDGEWISE_{name.upper()}" for name in Settings.model_fields}
     known |= {"EDGEWISE_CONFIG", "EDGEWISE_DEBUG"}
-    return sorted(k for k in os.environ if k.startswith("EDGEWISE_") and k not in known)
+    return sorted(k for k in os.environ
+                  if k.upper().startswith("EDGEWISE_") and k.upper() not in known)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
@@ -160,9 +204,8 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     unknown = _unknown_env()
     if unknown:
         raise SettingsError(f"unknown environment setting {', '.join(unknown)}")
-    env_names = {
-        name for name in Settings.model_fields if f"EDGEWISE_{name.upper()}" in os.environ
-    }
+    present = {k.upper() for k in os.environ}  # pydantic-settings matches any case
+    env_names = {name for name in Settings.model_fields if f"EDGEWISE_{name.upper()}" in present}
     merged = {k: v for k, v in file_values.items() if k not in env_names}
     merged.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -28,6 +28,7 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "aggregate": ("device_windows",),
     "review": ("review_queue",),
     # issue 3 and issue 4 stage tables go here
+    "edge_metrics": ("site_metrics",),
 }
 
 
@@ -57,6 +58,16 @@ class TopicNames:
     def model_updates(self) -> str:
         return f"{self.prefix}-model-updates"
 
+    @property
+    def faces(self) -> str:
+        """Face crops from edge cameras (JSON with a PNG), keyed by device."""
+        return f"{self.prefix}-faces"
+
+    @property
+    def edge_metrics(self) -> str:
+        """Tumbling-window metrics computed at the edges, keyed by site."""
+        return f"{self.prefix}-edge-metrics"
+
 
 @dataclass(frozen=True)
 class TopicSpec:
@@ -77,6 +88,8 @@ def topic_specs(settings: Settings, app_ids: Iterable[str] = ()) -> list[TopicSp
         TopicSpec(names.review, parts, DELETE),
         TopicSpec(names.dead_letters, parts, DELETE),
         TopicSpec(names.model_updates, 1, DELETE),
+        TopicSpec(names.faces, parts, DELETE),
+        TopicSpec(names.edge_metrics, parts, DELETE),
     ]
     for app_id in app_ids:
         specs.append(TopicSpec(f"{app_id}-__assignor-__leader", 1, COMPACT))

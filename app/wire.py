@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from edgewise.app.records import SAMPLE_KINDS, PredictionBatch, SampleBatch
 
 MAX_ID_LENGTH = 200
 MAX_LABEL = 1_000_000
+MAX_CLOCK_SKEW_SECONDS = 3600.0  # a sample from further in the future would make all else late
 
 
 def encode_sample_batch(batch: SampleBatch) -> bytes:
@@ -54,14 +57,16 @@ def decode_sample_batch(data: bytes, max_bytes: int, max_samples: int) -> Sample
             if name not in arrays:
                 raise BadInput("missing_field", f"array {name}")
         device, kind, ids = _meta_fields(meta)
+        labels = arrays["labels"]
+        if labels.size and (labels.min() < -1 or labels.max() > MAX_LABEL):
+            raise BadInput("bad_label", "labels must be -1 (unknown) or a class number")
         batch = SampleBatch(
             device=device, kind=kind, ids=ids, timestamps=arrays["timestamps"],
-            labels=arrays["labels"].astype(np.int32, copy=False), pixels=arrays["pixels"],
+            labels=labels.astype(np.int32, copy=False), pixels=arrays["pixels"],
         )
     else:
         batch = _from_json(data)
-    validate_sample_batch(batch, max_samples)
-    return batch
+    return validate_sample_batch(batch, max_samples)
 
 
 def _meta_fields(meta: dict[str, Any]) -> tuple[str, str, list[str]]:
@@ -83,7 +88,8 @@ def _from_json(data: bytes) -> SampleBatch:
         raise BadInput("bad_json", str(exc)[:200]) from None
     if not isinstance(doc, dict):
         raise BadInput("bad_json", "top level is not an object")
-    if doc.get("schema", 1) not in SUPPORTED_VERSIONS:
+    schema = doc.get("schema", 1)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema not in SUPPORTED_VERSIONS:
         raise BadInput("unknown_schema_version", f"schema {doc.get('schema')!r}")
     samples = doc.get("samples")
     if not isinstance(samples, list):
@@ -138,13 +144,18 @@ def _json_number(value: Any, name: str) -> float:
 def _json_label(value: Any) -> int:
     if value is None:
         return -1
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadInput("bad_label", f"label must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value <= MAX_LABEL:
+        raise BadInput("bad_label", f"label must be an integer 0..{MAX_LABEL}, got {value!r}")
     return value
 
 
-def validate_sample_batch(batch: SampleBatch, max_samples: int) -> None:
-    """Check a decoded batch against its kind: counts, shape, range, NaN, ids, labels."""
+def validate_sample_batch(
+    batch: SampleBatch, max_samples: int, now: float | None = None
+) -> SampleBatch:
+    """Check a decoded batch against its kind: counts, shape, range, NaN, ids, labels, time.
+
+    Returns the batch with pixels as uint8 (whole values only: 1.5 is not a pixel).
+    """
     n = len(batch.ids)
     if n == 0:
         raise BadInput("empty_batch", "no samples")
@@ -161,14 +172,23 @@ def validate_sample_batch(batch: SampleBatch, max_samples: int) -> None:
         raise BadInput("nan", "pixels contain NaN or infinity")
     if batch.pixels.size and (batch.pixels.min() < low or batch.pixels.max() > high):
         raise BadInput("out_of_range", f"{batch.kind} pixels must lie in {low:g}..{high:g}")
-    if not np.all(np.isfinite(batch.timestamps)) or np.any(batch.timestamps <= 0):
+    if batch.pixels.dtype.kind == "f" and np.any(batch.pixels != np.round(batch.pixels)):
+        raise BadInput("out_of_range", "pixels must be whole numbers")
+    if batch.timestamps.dtype.kind != "f" or not np.all(np.isfinite(batch.timestamps)) or \
+            np.any(batch.timestamps <= 0):
         raise BadInput("bad_timestamp", "timestamps must be positive finite seconds")
+    latest = (time.time() if now is None else now) + MAX_CLOCK_SKEW_SECONDS
+    if np.any(batch.timestamps > latest):
+        raise BadInput("bad_timestamp", "timestamps more than an hour in the future")
     if np.any(batch.labels < -1) or np.any(batch.labels > MAX_LABEL):
         raise BadInput("bad_label", "labels must be -1 (unknown) or a class number")
     if len(set(batch.ids)) != n:
         raise BadInput("duplicate_ids", "a batch holds the same id twice")
     if any(len(i) > MAX_ID_LENGTH for i in batch.ids):
         raise BadInput("bad_id", f"ids longer than {MAX_ID_LENGTH} characters")
+    if batch.pixels.dtype != np.uint8:
+        batch = dataclasses.replace(batch, pixels=batch.pixels.astype(np.uint8))
+    return batch
 
 
 def encode_prediction_batch(batch: PredictionBatch) -> bytes:
@@ -203,13 +223,24 @@ def decode_prediction_batch(data: bytes, max_bytes: int) -> PredictionBatch:
     missing = [name for name in names if name not in arrays]
     if missing:
         raise BadInput("missing_field", ", ".join(missing))
-    if any(len(arrays[name]) != len(ids) for name in names):
-        raise BadInput("wrong_shape", "every column needs one row per id")
+    if not ids:
+        raise BadInput("empty_batch", "no predictions")
+    dims = {"top_labels": 2, "top_probs": 2}
+    for name in names:
+        array = arrays[name]
+        if array.ndim != dims.get(name, array.ndim) or array.ndim == 0 or len(array) != len(ids):
+            raise BadInput("wrong_shape", f"column {name} needs one row per id")
+    if arrays["top_labels"].shape != arrays["top_probs"].shape or \
+            arrays["top_labels"].shape[1] == 0:
+        raise BadInput("wrong_shape", "top_labels and top_probs need the same (n, k) shape")
     model, version = meta.get("model"), meta.get("model_version")
-    if not isinstance(model, str) or not isinstance(version, int):
+    if not isinstance(model, str) or not isinstance(version, int) or isinstance(version, bool):
         raise BadInput("missing_field", "model and model_version")
+    scored_at = meta.get("scored_at", 0.0)
+    if isinstance(scored_at, bool) or not isinstance(scored_at, int | float):
+        raise BadInput("bad_timestamp", "scored_at must be a number")
     return PredictionBatch(
         device=device, kind=kind, model=model, model_version=version, ids=ids,
-        scored_at=float(meta.get("scored_at", 0.0)),
+        scored_at=float(scored_at),
         **{name: arrays[name] for name in names},
     )

@@ -2,7 +2,9 @@
 
 Layout: ``<root>/<name>/<version>/model.skops`` beside ``meta.json`` (name, version,
 sha256, training-data summary, metrics, created_at). Loading checks the sha256 first (a
-tampered artifact is refused) and then lets skops build only types on our allow-list.
+changed artifact is refused) and then lets skops build only types on our allow-list. The
+sha256 sits beside the artifact, so it catches corruption and careless edits, not an
+attacker who can write both files; the type allow-list is what stops code from loading.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import skops.io as sio
 ARTIFACT = "model.skops"
 META = "meta.json"
 
-#: Types skops may build beyond its defaults. numpy dtypes and sklearn estimators it trusts.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.")
+#: Types skops may build beyond the ones it trusts by default, by exact name. Nothing
+#: callable (``builtins.eval``, numpy ufuncs, functions) is ever on this list.
+TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
 
 
 class RegistryError(RuntimeError):
@@ -80,20 +83,27 @@ class ModelRegistry:
         metrics: dict[str, float] | None = None, algorithm: str = "",
     ) -> ModelMeta:
         """Save ``model`` as the next version of ``name`` and return its metadata."""
-        version = (self.latest(name) or 0) + 1
+        version = self._next_version(name)
         folder = self.root / name / str(version)
-        folder.mkdir(parents=True, exist_ok=False)
-        artifact = folder / ARTIFACT
+        staging = self.root / name / f".staging-{version}-{os.getpid()}"
+        staging.mkdir(parents=True, exist_ok=False)
+        artifact = staging / ARTIFACT
         sio.dump(model, artifact)
         meta = ModelMeta(
             name=name, version=version, sha256=_sha256(artifact), created_at=time.time(),
             algorithm=algorithm or type(model).__name__, training_data=training_data or {},
             metrics=metrics or {}, classes=[int(c) for c in getattr(model, "classes_", [])],
         )
-        tmp = folder / (META + ".tmp")
-        tmp.write_text(json.dumps(meta.to_dict(), indent=2))
-        os.replace(tmp, folder / META)
+        (staging / META).write_text(json.dumps(meta.to_dict(), indent=2))
+        os.rename(staging, folder)  # the version appears whole or not at all
         return meta
+
+    def _next_version(self, name: str) -> int:
+        """One past every numbered folder, finished or not (a crash never blocks a version)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return 1
+        return max((int(p.name) for p in folder.iterdir() if p.name.isdigit()), default=0) + 1
 
     def meta(self, name: str, version: int | None = None) -> ModelMeta:
         version = self.latest(name) if version is None else version
@@ -125,7 +135,7 @@ class ModelRegistry:
             untrusted = sio.get_untrusted_types(file=artifact)
         except Exception as exc:  # skops raises assorted errors on corrupt archives
             raise RegistryError(f"model {name} v{meta.version} is unreadable: {exc}") from None
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+        refused = [t for t in untrusted if t not in TRUSTED_TYPES]
         if refused:
             raise RegistryError(
                 f"model {name} v{meta.version} needs untrusted types: {', '.join(refused)}"

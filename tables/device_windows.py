@@ -60,7 +60,8 @@ def define(ctx: StageContext) -> faust.Table:
             "device": device, "kind": kind, "size_seconds": size,
             "step_seconds": spec.tumbling if kind == "tumbling" else spec.step,
             "late": state.get("late", 0), "replayed": state.get("replayed", 0),
-            "current": windows[0] if windows else None, "closed": windows[1:],
+            "current": [w for w in windows if w["current"]],
+            "closed": [w for w in windows if not w["current"]],
         })
 
     return table

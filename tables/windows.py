@@ -74,7 +74,7 @@ def latency_quantile(hist: list[int], q: float) -> float | None:
     total = sum(hist)
     if not total:
         return None
-    rank = q * total
+    rank = max(q * total, 1)
     running = 0
     for index, count in enumerate(hist):
         running += count
@@ -142,6 +142,8 @@ def fold_batch(
     state = state or {"tumbling": {}, "hopping": {}, "seen": {}, "newest": 0.0, "late": 0,
                       "replayed": 0}
     ts = rows["timestamps"].astype(np.float64)
+    if not len(ts):
+        return state, 0
     state["newest"] = max(state["newest"], float(ts.max()))
     horizon = tumbling_starts(np.array([state["newest"]]), spec.tumbling)[0] - (
         spec.kept * spec.tumbling)

@@ -139,7 +139,7 @@ def pipeline(
 
 
 def _window_total(view: dict[str, Any]) -> int:
-    windows = ([view["current"]] if view["current"] else []) + view["closed"]
+    windows = view["current"] + view["closed"]
     return sum(w["total"]["count"] for w in windows)
 
 
@@ -173,7 +173,7 @@ def test_aggregates_equal_independent_counts(pipeline: PipelineRun) -> None:
         preds = [p for p in pipeline.predictions if p.device == device]
         labels = np.concatenate([p.labels for p in preds])
         expected_labels = collections.Counter(str(x) for x in labels.tolist())
-        windows = ([view["current"]] if view["current"] else []) + view["closed"]
+        windows = view["current"] + view["closed"]
         got_labels: collections.Counter[str] = collections.Counter()
         for w in windows:
             got_labels.update(w["total"]["labels"])
