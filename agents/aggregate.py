@@ -9,7 +9,6 @@ from typing import Any
 
 from edgewise.agents.route import route_low_confidence
 from edgewise.app.context import StageContext
-from edgewise.app.frames import BadInput
 from edgewise.app.records import PredictionBatch
 from edgewise.app.wire import decode_prediction_batch
 from edgewise.tables import device_windows
@@ -39,15 +38,12 @@ def register(ctx: StageContext) -> None:
     spec = device_windows.window_spec(ctx)
     source = ctx.names.predictions
 
+    def decode(raw: bytes) -> PredictionBatch:
+        return decode_prediction_batch(raw, settings.max_message_bytes)
+
     @ctx.app.agent(ctx.topic(source), name="edgewise.aggregate")
     async def aggregate(stream: Any) -> None:
-        async for raw in stream:
-            ctx.count(STAGE, events_in=1)
-            try:
-                batch = decode_prediction_batch(raw, settings.max_message_bytes)
-            except BadInput as exc:
-                await ctx.dead_letter(STAGE, exc, raw, source)
-                continue
+        async for batch in ctx.decoded(stream, STAGE, source, decode):
             state, counted = fold_prediction_batch(
                 table.get(batch.device), batch, spec, settings.low_confidence,
                 settings.min_margin)

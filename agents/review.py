@@ -43,12 +43,6 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.review")
     async def review(stream: Any) -> None:
-        async for raw in stream:
-            ctx.count(STAGE, events_in=1)
-            try:
-                item = parse_review_item(raw)
-            except BadInput as exc:
-                await ctx.dead_letter(STAGE, exc, raw, source)
-                continue
+        async for item in ctx.decoded(stream, STAGE, source, parse_review_item):
             table[item["id"]] = item
             ctx.count(STAGE, samples=1)

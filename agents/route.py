@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.context import StageContext
-from edgewise.app.frames import BadInput
 from edgewise.app.records import PredictionBatch, ReviewItem, top_k_pairs
 from edgewise.app.wire import decode_prediction_batch
 
@@ -62,15 +61,12 @@ def register(ctx: StageContext) -> None:
     source = ctx.names.predictions
     review = ctx.topic(ctx.names.review)
 
+    def decode(raw: bytes) -> PredictionBatch:
+        return decode_prediction_batch(raw, settings.max_message_bytes)
+
     @ctx.app.agent(ctx.topic(source), name="edgewise.route")
     async def route(stream: Any) -> None:
-        async for raw in stream:
-            ctx.count(STAGE, events_in=1)
-            try:
-                batch = decode_prediction_batch(raw, settings.max_message_bytes)
-            except BadInput as exc:
-                await ctx.dead_letter(STAGE, exc, raw, source)
-                continue
+        async for batch in ctx.decoded(stream, STAGE, source, decode):
             items = review_items(batch, settings.low_confidence, settings.min_margin)
             for item in items:
                 await review.send(key=item.id.encode(), value=item.dumps(serializer="json"))

@@ -86,7 +86,7 @@ def register(ctx: StageContext) -> None:
                 try:
                     batches.append(decode_sample_batch(
                         raw, settings.max_message_bytes, settings.max_batch_samples))
-                except BadInput as exc:
+                except Exception as exc:  # bad input, or a decoder bug: never the stage
                     await ctx.dead_letter(STAGE, exc, raw, source)
             ctx.count(STAGE, events_in=len(values))
             if batches:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 
@@ -15,6 +16,7 @@ from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
 
 log = logging.getLogger("edgewise")
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,6 +57,24 @@ class StageContext:
         await self.topic(self.names.dead_letters).send(
             key=stage.encode(), value=letter.dumps(serializer="json")
         )
+
+    async def decoded(
+        self, stream: AsyncIterable[bytes], stage: str, source: str,
+        decode: Callable[[bytes], T],
+    ) -> AsyncIterator[T]:
+        """The stream's messages decoded; what does not decode is dead-lettered, not raised.
+
+        Any exception from ``decode`` counts as bad input (reason: its type name), so a
+        decoder bug costs one message, never the stage.
+        """
+        async for raw in stream:
+            self.count(stage, events_in=1)
+            try:
+                value = decode(raw)
+            except Exception as exc:
+                await self.dead_letter(stage, exc, raw, source)
+                continue
+            yield value
 
     def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
         m = self.metrics
