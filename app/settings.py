@@ -79,7 +79,9 @@ class Settings(BaseSettings):
 
     # -- issue 4: edge, bridge, object store (add fields below this line) --
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
-    mqtt_root: str = Field("edgewise", description="root of the MQTT topic tree root/site/device/kind")
+    mqtt_root: str = Field(
+        "edgewise", description="root of the MQTT topic tree root/site/device/kind"
+    )
     mqtt_keepalive: int = Field(10, ge=2, le=3600, description="MQTT keepalive seconds")
     mqtt_client_id: str = Field(
         "", description="MQTT client id (persistent session); empty derives one from device/app"
