@@ -92,3 +92,18 @@ class StageContext:
 def json_schema() -> faust.Schema:
     """Tables: UTF-8 string keys as raw bytes (so partitioning matches the topics), JSON values."""
     return faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+
+
+class StringKeyedTable(faust.Table):
+    """A Faust table whose ``str`` keys go to the changelog as raw UTF-8, not JSON.
+
+    Faust picks JSON for any key type but ``bytes``; then ``table_route`` hashes
+    ``b'"device-3"'`` while the source topic was partitioned on ``b'device-3'``, and a view
+    is sent to a worker that does not hold the key. Raw keys keep both hashes equal.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema_key_type = self.schema.key_type if self.schema is not None else None
+        if (self.key_type or schema_key_type) in (None, str):
+            self.key_serializer = "raw"

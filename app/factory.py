@@ -8,7 +8,7 @@ from pathlib import Path
 import faust
 
 from edgewise.app import profile, views
-from edgewise.app.context import StageContext
+from edgewise.app.context import StageContext, StringKeyedTable
 from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
 
@@ -57,7 +57,8 @@ def create_app(
         web_bind=settings.web_host, web_host=settings.web_host,
         web_port=web_port if web_port is not None else settings.web_port,
         datadir=str(data_dir), autodiscover=False, web_in_thread=False,
-        consumer_auto_offset_reset="earliest", **profile.faust_options(settings),
+        consumer_auto_offset_reset="earliest", Table=StringKeyedTable,
+        **profile.faust_options(settings),
     )
     app.edgewise_fetch_wait_ms = profile.fetch_wait_ms(settings)  # read by app.transport
     ctx = StageContext(app=app, settings=settings, names=TopicNames(settings.topic_prefix))

@@ -6,7 +6,9 @@ import asyncio
 import collections
 import re
 import time
+import urllib.error
 from pathlib import Path
+from typing import Any
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.embedded_broker import EmbeddedBroker
@@ -52,3 +54,52 @@ def test_two_score_workers_share_partitions_and_score_everything(
     finally:
         first.stop()
         second.stop()
+
+
+def test_window_view_answers_from_the_worker_that_owns_the_device(
+    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str
+) -> None:
+    settings = Settings(models_dir=models_dir, data_dir=tmp_path, topic_prefix=unique_prefix,
+                        app_id=unique_prefix, partitions=4)
+    app_id = f"{unique_prefix}-aggregate-score"
+    create_topics(embedded_broker.bootstrap, topic_specs(settings, [app_id]))
+    env = env_for(settings, embedded_broker.url, unique_prefix, tumbling_seconds=60)
+    workers = [start_worker(env, ["score", "aggregate"], tmp_path / f"w{i}.log")
+               for i in range(2)]
+    names = TopicNames(unique_prefix)
+    try:
+        time.sleep(8)  # both members in the group, partitions shared out
+        sim = DigitSimulator(devices=8, batch_size=20, hard_share=0.2, seed=9)
+        batches = [sim.next_batch() for _ in range(16)]
+        asyncio.run(produce(embedded_broker.bootstrap, names.samples,
+                            [(b.device.encode(), encode_sample_batch(b)) for b in batches]))
+        asyncio.run(consume_until(embedded_broker.bootstrap, names.predictions,
+                                  lambda recs: len(recs) >= len(batches), timeout=60))
+        local = [{d["device"] for d in w.get("/api/devices")["devices"]} for w in workers]
+        assert local[0] and local[1] and not local[0] & local[1], local
+        expected = collections.Counter()
+        for b in batches:
+            expected[b.device] += len(b)
+        for device, count in expected.items():
+            for worker in workers:  # the owner answers itself, the other forwards to it
+                view = _wait_for_count(worker, device, count)
+                assert "error" not in view, (device, view)
+                windows = view["current"] + view["closed"]
+                assert sum(w["total"]["count"] for w in windows) == count
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _wait_for_count(worker: Any, device: str, count: int, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    view: Any = None
+    while time.monotonic() < deadline:
+        try:
+            view = worker.get(f"/api/devices/{device}/windows?kind=tumbling")
+            if sum(w["total"]["count"] for w in view["current"] + view["closed"]) >= count:
+                return view
+        except urllib.error.HTTPError as exc:
+            view = {"error": exc.code, "body": exc.read()[:300], "port": worker.port}
+        time.sleep(0.3)
+    return view
