@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,12 +56,13 @@ class DigitSimulator:
 
 
 async def run_simulation(
-    send: Any, simulator: DigitSimulator, rate: float, total: int = 0
+    send: Any, simulator: DigitSimulator, rate: float, total: int = 0,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Send batches at ``rate`` samples/s until ``total`` samples (0: forever)."""
+    """Send batches at ``rate`` samples/s until ``total`` samples (0: forever) or stopping."""
     sent = 0
     start = time.monotonic()
-    while not total or sent < total:
+    while (not total or sent < total) and not stopping():
         size = simulator.batch_size if not total else min(simulator.batch_size, total - sent)
         batch = simulator.next_batch(size)
         await send(batch)
@@ -79,10 +81,17 @@ def register(ctx: StageContext) -> None:
     simulator = DigitSimulator(settings.devices, settings.batch_size, settings.hard_share)
 
     async def send(batch: SampleBatch) -> None:
-        await samples.send(key=batch.device.encode(), value=encode_sample_batch(batch))
+        try:
+            await samples.send(key=batch.device.encode(), value=encode_sample_batch(batch))
+        except Exception:
+            if ctx.app.should_stop:  # shutting down: this batch was never sent, not lost
+                return
+            raise
         ctx.metrics.totals.samples_sent += len(batch)
         ctx.count(STAGE, events_out=1, samples=len(batch))
 
     @ctx.app.task
     async def simulate() -> None:
-        await run_simulation(send, simulator, settings.rate, total)
+        # the worker's producer stops before its tasks do: look before every send
+        await run_simulation(send, simulator, settings.rate, total,
+                             stopping=lambda: bool(ctx.app.should_stop))
