@@ -14,7 +14,9 @@ from edgewise.models.registry import ModelRegistry
 def train_command(settings: Settings, model: str, algorithm: str, from_topic: str | None) -> int:
     """Train ``model`` with a progress bar and register it; returns the exit code."""
     if from_topic:
-        raise NotImplementedError("training from a topic arrives with the CDC work (issue 3)")
+        from edgewise.models.train_topic import train_from_topic
+
+        return train_from_topic(settings, model, algorithm, from_topic)
     with tqdm(total=TRAIN_STEPS, desc=f"training {model} ({algorithm})", unit="step",
               file=sys.stderr) as bar:
         trained = train_digits(algorithm, progress=bar.update)

@@ -1,0 +1,200 @@
+"""Online evaluation: accuracy and log-loss per model version, cumulative and windowed.
+
+Only predictions whose true label is known count. The table is keyed by device (the key
+of the predictions topic, so it is co-partitioned with its source and rebuilt from
+``<app id>-evaluation-changelog``); the view adds the devices up per model version.
+
+Value layout (JSON), per device::
+
+    {"models": {"<model>:<version>": {
+        "total": stats, "windows": {"<start>": stats}, "seen": {"<start>": "<b64 hashes>"}}},
+     "newest": <newest scored_at>, "replayed": n, "late": n}
+    stats = {"count", "correct", "log_loss_sum", "outside_top_k"}
+
+Windows are tumbling windows of *scoring* time (``scored_at``), so they say how a model
+did lately. Replays (a redelivered prediction, a row the change stream sent twice) are
+recognised by sample id within the kept windows and not counted again; a prediction
+scored before the oldest kept window can no longer be checked and is counted as ``late``.
+
+Log-loss from top-k: a prediction carries the probabilities of its top-k classes only
+(``top_k`` setting). The loss of a sample is ``-ln p(true class)`` when the true class is
+among them, else ``-ln floor`` (``evaluation_log_loss_floor``, 1e-6 by default), and
+``outside_top_k`` counts how often the floor stood in. With ``top_k`` at least the number
+of classes (10 for digits) the figure is the exact log-loss.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import numpy as np
+
+from edgewise.app.context import StageContext, json_schema
+from edgewise.tables.windows import id_hashes
+
+TABLE = "evaluation"
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """Window size, windows kept, and the probability standing in outside the top-k."""
+
+    window: float
+    kept: int
+    floor: float
+
+
+def true_class_probability(true_labels: np.ndarray, top_labels: np.ndarray,
+                           top_probs: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Probability the model gave the true class (``floor`` when not in the top-k, and at
+    least ``floor``), and the mask of rows where the true class was in the top-k."""
+    match = top_labels == true_labels[:, None]
+    found = match.any(axis=1)
+    probs = np.where(found, (top_probs * match).sum(axis=1), floor)
+    return np.maximum(probs.astype(np.float64), floor), found
+
+
+def empty_stats() -> dict[str, Any]:
+    return {"count": 0, "correct": 0, "log_loss_sum": 0.0, "outside_top_k": 0}
+
+
+def add_stats(stats: dict[str, Any], correct: np.ndarray, probs: np.ndarray,
+              found: np.ndarray) -> None:
+    stats["count"] += int(len(correct))
+    stats["correct"] += int(correct.sum())
+    stats["log_loss_sum"] += float(-np.log(probs).sum())
+    stats["outside_top_k"] += int((~found).sum())
+
+
+def merge_stats(into: dict[str, Any], stats: dict[str, Any]) -> None:
+    for name in ("count", "correct", "log_loss_sum", "outside_top_k"):
+        into[name] += stats[name]
+
+
+def summarize(stats: dict[str, Any]) -> dict[str, Any]:
+    """Counts, accuracy and mean log-loss of one stats block."""
+    count = stats["count"]
+    return {
+        "count": count, "correct": stats["correct"],
+        "accuracy": round(stats["correct"] / count, 4) if count else None,
+        "log_loss": round(stats["log_loss_sum"] / count, 4) if count else None,
+        "outside_top_k": stats["outside_top_k"],
+    }
+
+
+def _hashes(blob: str | None) -> np.ndarray:
+    if not blob:
+        return np.empty(0, np.uint64)
+    return np.frombuffer(base64.b64decode(blob), dtype=np.uint64)
+
+
+def fold_evaluation(
+    state: dict[str, Any] | None, spec: EvaluationSpec, model_key: str, ids: list[str],
+    scored_at: float, true_labels: np.ndarray, labels: np.ndarray, top_labels: np.ndarray,
+    top_probs: np.ndarray,
+) -> tuple[dict[str, Any], int]:
+    """Fold one prediction batch into a device's state; returns (state, samples counted)."""
+    state = state or {"models": {}, "newest": 0.0, "replayed": 0, "late": 0}
+    known = np.asarray(true_labels) >= 0
+    if not known.any():
+        return state, 0
+    start = math.floor(scored_at / spec.window) * spec.window
+    newest = max(state["newest"], start)
+    horizon = newest - (spec.kept - 1) * spec.window
+    if start < horizon:
+        state["late"] += int(known.sum())
+        return state, 0
+    state["newest"] = newest
+    model = state["models"].setdefault(model_key, {"total": empty_stats(), "windows": {},
+                                                   "seen": {}})
+    rows = np.flatnonzero(known)
+    hashes = id_hashes([ids[i] for i in rows])
+    seen = np.concatenate([_hashes(b) for b in model["seen"].values()] or [_hashes(None)])
+    _, first = np.unique(hashes, return_index=True)
+    fresh = np.zeros(len(rows), dtype=bool)
+    fresh[first] = True
+    fresh &= ~np.isin(hashes, seen)
+    state["replayed"] += int((~fresh).sum())
+    rows, hashes = rows[fresh], hashes[fresh]
+    if len(rows):
+        truth = np.asarray(true_labels)[rows]
+        probs, found = true_class_probability(truth, np.asarray(top_labels)[rows],
+                                              np.asarray(top_probs)[rows], spec.floor)
+        correct = np.asarray(labels)[rows] == truth
+        key = repr(float(start))
+        add_stats(model["total"], correct, probs, found)
+        add_stats(model["windows"].setdefault(key, empty_stats()), correct, probs, found)
+        model["seen"][key] = base64.b64encode(
+            np.union1d(_hashes(model["seen"].get(key)), hashes).astype(np.uint64).tobytes()
+        ).decode()
+    for other in state["models"].values():
+        other["windows"] = {k: v for k, v in other["windows"].items() if float(k) >= horizon}
+        other["seen"] = {k: v for k, v in other["seen"].items() if float(k) >= horizon}
+    return state, int(len(rows))
+
+
+def evaluation_view(states: list[dict[str, Any]], window: float) -> dict[str, Any]:
+    """Per model version: cumulative figures and the kept windows (newest first), summed
+    over the given device states."""
+    totals: dict[str, dict[str, Any]] = {}
+    windows: dict[str, dict[str, dict[str, Any]]] = {}
+    replayed = late = 0
+    for state in states:
+        replayed += state.get("replayed", 0)
+        late += state.get("late", 0)
+        for model_key, model in state.get("models", {}).items():
+            merge_stats(totals.setdefault(model_key, empty_stats()), model["total"])
+            per_window = windows.setdefault(model_key, {})
+            for start, stats in model["windows"].items():
+                merge_stats(per_window.setdefault(start, empty_stats()), stats)
+    models = {}
+    for model_key in sorted(totals, key=_model_order):
+        models[model_key] = {
+            "cumulative": summarize(totals[model_key]),
+            "windows": [
+                {"start": float(start), "end": float(start) + window, **summarize(stats)}
+                for start, stats in sorted(windows[model_key].items(),
+                                           key=lambda kv: float(kv[0]), reverse=True)
+            ],
+        }
+    return {"models": models, "window_seconds": window, "replayed": replayed, "late": late}
+
+
+def _model_order(model_key: str) -> tuple[str, int]:
+    name, _, version = model_key.rpartition(":")
+    return (name, int(version) if version.isdigit() else -1)
+
+
+def evaluation_spec(ctx: StageContext) -> EvaluationSpec:
+    s = ctx.settings
+    return EvaluationSpec(s.evaluation_window_seconds, s.evaluation_windows_kept,
+                          s.evaluation_log_loss_floor)
+
+
+def define(ctx: StageContext) -> faust.Table:
+    """Create the evaluation table and serve it at ``/api/evaluation``.
+
+    ``?device=<prefix>`` narrows the sum to devices whose id starts with the prefix (say
+    ``cdc:`` for rows from the change stream). Each worker answers for the partitions it
+    owns, as ``/api/devices`` does.
+    """
+    table = ctx.app.Table(
+        TABLE, default=None, partitions=ctx.settings.partitions, schema=json_schema(),
+        help="accuracy and log-loss per device and model version, cumulative and windowed",
+    )
+    spec = evaluation_spec(ctx)
+
+    @ctx.app.page("/api/evaluation")
+    async def evaluation(web: Any, request: Any) -> Any:
+        prefix = request.query.get("device", "")
+        states = [state for device, state in table.items() if device.startswith(prefix)]
+        view = evaluation_view(states, spec.window)
+        view.update(devices=len(states), worker=ctx.app.conf.id, partitions="this worker's",
+                    log_loss_floor=spec.floor, top_k=ctx.settings.top_k)
+        return web.json(view)
+
+    return table
