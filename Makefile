@@ -32,6 +32,7 @@ test: venv sysdeps
 bench: venv
 	$(BIN)/edgewise bench score
 	$(BIN)/edgewise bench latency
+	$(BIN)/edgewise bench cdc
 
 clean:
 	rm -rf $(VENV) .edgewise .pytest_cache

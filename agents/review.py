@@ -36,6 +36,13 @@ def parse_review_item(raw: bytes) -> dict[str, Any]:
     return doc
 
 
+def keep_image_url(existing: dict[str, Any] | None, item: dict[str, Any]) -> dict[str, Any]:
+    """The item to keep: a replay without the stored image's URL must not lose it."""
+    if existing and existing.get("image_url") and not item.get("image_url"):
+        return {**item, "image_url": existing["image_url"]}
+    return item
+
+
 def register(ctx: StageContext) -> None:
     """Attach the review table, its view and the review agent to the app."""
     table = review_queue.define(ctx)
@@ -44,5 +51,5 @@ def register(ctx: StageContext) -> None:
     @ctx.app.agent(ctx.topic(source), name="edgewise.review")
     async def review(stream: Any) -> None:
         async for item in ctx.decoded(stream, STAGE, source, parse_review_item):
-            table[item["id"]] = item
+            table[item["id"]] = keep_image_url(table.get(item["id"]), item)
             ctx.count(STAGE, samples=1)

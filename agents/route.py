@@ -50,7 +50,7 @@ def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[
             image_b64=base64.b64encode(batch.pixels[i].tobytes()).decode(),
             shape=list(batch.pixels.shape[1:]), timestamp=float(batch.timestamps[i]),
             true_label=None if batch.true_labels[i] < 0 else int(batch.true_labels[i]),
-            reason=review_reasons(conf, margin, low, min_margin),
+            reason=review_reasons(conf, margin, low, min_margin), kind=batch.kind,
         ))
     return items
 

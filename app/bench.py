@@ -210,6 +210,12 @@ def bench_command(settings: Settings, what: str, args: argparse.Namespace) -> in
     if what == "score":
         print_score(bench_score(settings, args.samples))
         return 0
+    if what == "cdc":
+        from edgewise.app.bench_cdc import ROWS, bench_cdc, print_cdc
+
+        rows = args.samples or ROWS
+        print_cdc(bench_cdc(settings, rows), rows, settings.cdc_partitions)
+        return 0
     from edgewise.app.bench_latency import bench_latency, print_latency
 
     print_latency(bench_latency(settings, args.rate, args.seconds), args.rate)

@@ -13,7 +13,7 @@ from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
 
 #: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
-STAGES = ("simulate", "score", "route", "review", "aggregate")
+STAGES = ("simulate", "score", "route", "review", "aggregate", "image_sink", "edge_metrics")
 
 #: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
 #: What each reads and writes: README.md, "Topology".
@@ -24,7 +24,12 @@ STAGE_MODULES: dict[str, str] = {
     "review": "edgewise.agents.review",
     "aggregate": "edgewise.agents.aggregate",
     # issue 3 (database change streams) stages go here
+    "cdc": "edgewise.agents.ingest_cdc",
+    "cdc_transform": "edgewise.agents.cdc_transform",
+    "evaluate": "edgewise.agents.evaluate",
     # issue 4 (edge, bridge, image sink) stages go here
+    "image_sink": "edgewise.agents.image_sink",
+    "edge_metrics": "edgewise.agents.edge_metrics",
 }
 
 

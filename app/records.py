@@ -70,6 +70,7 @@ class ReviewItem(faust.Record, serializer="json"):
     true_label: int | None = None
     reason: str = ""
     image_url: str = ""
+    kind: str = "digits"
     schema: int = SCHEMA_VERSION
 
 

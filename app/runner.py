@@ -155,8 +155,14 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
                 await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
                 stop_this_process()
 
-        run_app_until_stopped(app, settings)
+        from edgewise.app.demo_edge import edge_fleet  # MQTT, bridge and edge processes
+
+        with edge_fleet(settings, app) as fleet:
+            print(f"  edges    {', '.join(d for d, _ in fleet.edges)} over {fleet.mqtt} "
+                  f"({fleet.settings.mqtt_url}); sites {base}/api/sites", file=sys.stderr)
+            run_app_until_stopped(app, settings)
     result = summary(ctx.metrics.totals, time.monotonic() - started)
+    result["edge"] = fleet.summary()
     if live:
         print(file=sys.stderr)
     print(summary_line(result), file=sys.stderr)

@@ -76,6 +76,62 @@ class Settings(BaseSettings):
     )
     review_keep: int = Field(10_000, ge=1, description="review items served per worker")
     # -- issue 3: database change streams (add fields below this line) --
+    cdc_dsn: str = Field("", description="PostgreSQL URL the CDC stage and db commands use")
+    cdc_slot: str = Field("edgewise_slot", description="logical replication slot (pgoutput) of CDC")
+    cdc_publication: str = Field(
+        "edgewise_pub", description="publication CDC reads; made if missing"
+    )
+    cdc_tables: str = Field(
+        "", description="comma-separated schema.table list CDC captures; empty: all tables"
+    )
+    cdc_topic_prefix: str = Field(
+        "edgewise", description="CDC topics are <prefix>.<schema>.<table> (Debezium topic.prefix)"
+    )
+    cdc_partitions: int = Field(8, ge=1, le=1024, description="partitions of each CDC topic")
+    cdc_snapshot_mode: Literal["initial", "never", "always"] = Field(
+        "initial", description="initial: snapshot once per slot; always: at every start; never"
+    )
+    cdc_max_changes: int = Field(
+        20_000, ge=1, description="changes per slot peek (whole transactions; big ones are paged)"
+    )
+    cdc_page_rows: int = Field(
+        2000, ge=1, le=1_000_000, description="rows fetched at a time from a peek or snapshot"
+    )
+    cdc_max_in_flight: int = Field(
+        10_000, ge=1, description="CDC events awaiting a Kafka ack before capture waits"
+    )
+    cdc_poll_seconds: float = Field(0.05, gt=0, le=60, description="pause after an empty peek")
+    cdc_heartbeat_seconds: float = Field(
+        10.0, gt=0, description="advance the slot this often when nothing is ours (frees WAL)"
+    )
+    cdc_reconnect_max_seconds: float = Field(
+        5.0, gt=0, description="longest wait between reconnects to PostgreSQL"
+    )
+    cdc_transform_topics: str = Field(
+        "", description="CDC topics turned into samples (comma-separated); empty: the digits "
+        "test table's"
+    )
+    cdc_id_column: str = Field("id", description="column holding a row's sample id")
+    cdc_label_column: str = Field("label", description="column of the true label; empty: none")
+    cdc_image_column: str = Field("pixels", description="column of the image (bytea or numbers)")
+    cdc_image_shape: str = Field("8x8", description="shape of the image column, e.g. 8x8")
+    cdc_sample_kind: str = Field("digits", description="sample kind the CDC rows become")
+    cdc_device_column: str = Field(
+        "", description="column naming the device; empty: cdc:<schema>.<table>"
+    )
+    cdc_pack_rows: int = Field(256, ge=1, description="CDC rows packed into one sample batch")
+    cdc_pack_seconds: float = Field(
+        0.05, gt=0, le=10, description="seconds the transform waits to pack rows"
+    )
+    evaluation_window_seconds: float = Field(
+        60.0, gt=0, description="tumbling window of the online evaluation"
+    )
+    evaluation_windows_kept: int = Field(
+        10, ge=1, le=1000, description="evaluation windows kept (and replays recognised) per model"
+    )
+    evaluation_log_loss_floor: float = Field(
+        1e-6, gt=0, lt=1, description="probability used when the true class is not in the top-k"
+    )
 
     # -- issue 4: edge, bridge, object store (add fields below this line) --
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")

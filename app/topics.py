@@ -28,6 +28,7 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "aggregate": ("device_windows",),
     "review": ("review_queue",),
     # issue 3 and issue 4 stage tables go here
+    "evaluate": ("evaluation",),
     "edge_metrics": ("site_metrics",),
 }
 

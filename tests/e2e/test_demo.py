@@ -32,6 +32,12 @@ def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
     assert sum(summary["per_device"].values()) == summary["predictions"]
     assert len(summary["per_device"]) == 4
     assert "registered digits v1" in err  # a fresh machine trains its first model
+    edge = summary["edge"]  # edge processes -> MQTT -> bridge -> Kafka -> hub stages
+    assert edge["mqtt"] in ("mosquitto", "amqtt") and edge["edges"] == ["edge-digits", "camera-1"]
+    forwarded = edge["bridge"]["forwarded"]
+    assert forwarded["prediction"] > 0 and forwarded["face"] > 0 and forwarded["metrics"] > 0
+    assert edge["bridge"]["dead_letters"] == {}
+    assert list((tmp_path / ".edgewise" / "images" / "face" / "camera-1").rglob("*.png"))
     port = int(re.search(r"broker kafka://127\.0\.0\.1:(\d+)", err).group(1))
     with socket.socket() as sock:  # the embedded broker is gone: no orphan left behind
         assert sock.connect_ex(("127.0.0.1", port)) != 0

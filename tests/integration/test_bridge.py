@@ -1,0 +1,178 @@
+"""The bridge against real processes: mosquitto, Tansu, ``edgewise bridge`` and ``edge``.
+
+- SIGKILL the bridge mid-run and restart it: every id arrives (duplicates counted);
+- malformed MQTT payloads are dead-lettered with their reason and the bridge carries on;
+- a model update on Kafka reaches a running edge, which scores with it from then on, and
+  an edge that connects later gets it too (retained command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import numpy as np
+import orjson
+import pytest
+
+from edgewise.agents.simulate import DigitSimulator
+from edgewise.app.edge_wire import FaceMessage
+from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.settings import Settings
+from edgewise.app.topics import TopicNames
+from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.models.faces import encode_png
+from edgewise.models.registry import ModelRegistry
+from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge
+from tests.fixtures.kafka import consume_until, env_for
+from tests.fixtures.mosquitto import MosquittoBroker
+
+pytestmark = pytest.mark.integration
+
+
+def test_bridge_killed_mid_run_loses_nothing(
+    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+) -> None:
+    env = env_for(base_settings, embedded_broker.url, unique_prefix, reconnect_max_seconds=1,
+                  device_id="cam-9")
+    expected = [f"cam-9-kill-{i}" for i in range(1000)]
+    with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
+        bridge = start_bridge(env, mqtt.url, tmp_path / "bridge.log")
+        edge = spawn(["edge", "--mqtt", mqtt.url, "--source", "digits", "--score-at", "hub",
+                      "--count", "1000", "--batch-size", "1", "--rate", "250",
+                      "--run-id", "kill"], env, tmp_path / "edge.log")
+        try:
+            time.sleep(1.5)
+            assert edge.process.poll() is None, "the kill must fall in the middle of the run"
+            assert bridge.stop(signal.SIGKILL) == -signal.SIGKILL
+            time.sleep(2.0)  # the edge keeps publishing; mosquitto queues for the session
+            bridge = start_bridge(env, mqtt.url, tmp_path / "bridge.log")
+            assert edge.process.wait(60) == 0, edge.log_text()[-3000:]
+            ids = read_ids(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+                           expected, timeout=60)
+        finally:
+            edge.stop()
+            bridge.stop()
+    duplicates = sum(ids.values()) - len(ids)
+    print(f"\nbridge SIGKILLed at 1.5 s, back at 3.5 s: {len(ids)} ids, {duplicates} "
+          f"duplicates ({sorted(i for i, n in ids.items() if n > 1)[:5]}…)")
+    assert set(ids) == set(expected)
+    assert edge_report(edge)["drained"]
+
+
+def _face(device: str, png: bytes, box: tuple[int, int, int, int]) -> bytes:
+    return FaceMessage(id=f"{device}-face", site="s1", device=device, timestamp=time.time(),
+                       confidence=0.9, box=box, frame_size=(100, 100), png=png).encode()
+
+
+def malformed_payloads() -> list[tuple[str, str, bytes]]:
+    """(expected reason, topic under the root, payload)."""
+    png = encode_png(np.zeros((10, 10, 3), np.uint8))
+    frame = encode_sample_batch(DigitSimulator(1, 2, 0.0, seed=3).next_batch())  # device-000
+    return [
+        ("bad_json", "s1/d1/sample", b"{not json"),
+        ("bad_json", "s1/d1/metrics", b"\xff\xfe"),
+        ("wrong_image_size", "s1/d1/face", _face("d1", png, (5, 5, 20, 20))),
+        ("bad_image", "s1/d1/face", _face("d1", b"\x89PNG\r\n\x1a\n" + b"x" * 30, (0, 0, 8, 8))),
+        ("oversize", "s1/d1/sample", b"{" + b" " * 150_000 + b"}"),
+        ("wrong_shape", "s1/d1/sample", orjson.dumps({"device": "d1", "samples": [
+            {"id": "a", "ts": 1.0, "pixels": [1] * 63}]})),
+        ("bad_field", "s1/d1/metrics", orjson.dumps({
+            "schema": 1, "site": "s1", "device": "d1", "window_start": 10.0,
+            "window_end": 20.0, "detect": "digits", "frames": 0, "count": 1, "scored": 1,
+            "low": 2, "dropped": 0, "labels": {}, "conf_sum": 0.5})),
+        ("device_mismatch", "s1/d1/sample", frame),
+        ("unknown_kind", "s1/d1/telemetry", b"{}"),
+    ]
+
+
+async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client("127.0.0.1", url_port) as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)
+
+
+def test_malformed_payloads_are_dead_lettered_and_the_bridge_carries_on(
+    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+) -> None:
+    env = env_for(base_settings, embedded_broker.url, unique_prefix, max_message_bytes=100_000)
+    names = TopicNames(unique_prefix)
+    bad = malformed_payloads()
+    good = DigitSimulator(1, 3, 0.0, seed=4).next_batch()
+    with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
+        bridge = start_bridge(env, mqtt.url, tmp_path / "bridge.log")
+        try:
+            messages = [(f"edgewise/{topic}", payload) for _, topic, payload in bad]
+            messages.append(("edgewise/s1/device-000/sample", encode_sample_batch(good)))
+            asyncio.run(_publish(mqtt.port, messages))
+            ids = read_ids(embedded_broker.bootstrap, names.samples, good.ids, timeout=30)
+            letters = asyncio.run(consume_until(embedded_broker.bootstrap, names.dead_letters,
+                                                lambda r: len(r) >= len(bad), timeout=30))
+            assert bridge.process.poll() is None, "the bridge must carry on"
+        finally:
+            bridge.stop()
+    dead = [orjson.loads(r.value) for r in letters]
+    assert sorted(d["reason"] for d in dead) == sorted(reason for reason, _, _ in bad)
+    assert all(d["stage"] == "bridge" for d in dead)
+    by_reason = {d["reason"]: d for d in dead}
+    assert by_reason["wrong_image_size"]["topic"] == "edgewise/s1/d1/face"
+    first_bad_json = next(d for d in dead if d["topic"] == "edgewise/s1/d1/sample"
+                          and d["reason"] == "bad_json")
+    assert first_bad_json["original_b64"] == "e25vdCBqc29u"  # b"{not json", kept whole
+    assert set(ids) == set(good.ids)
+
+
+def _copy_registry(source: Path, target: Path, extra_version: bool) -> Path:
+    shutil.copytree(source, target)
+    if extra_version:  # the hub trains a new version: here, v1's model registered again
+        registry = ModelRegistry(target)
+        model, _ = registry.load("digits", 1)
+        registry.register("digits", model, algorithm="linear")
+    return target
+
+
+def _model_versions(records: list[Any]) -> set[int]:
+    return {decode_prediction_batch(r.value, 10_000_000).model_version for r in records}
+
+
+def test_model_update_reaches_running_and_late_edges(
+    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+) -> None:
+    hub_models = _copy_registry(base_settings.models_dir, tmp_path / "hub-models", True)
+    edge_models = _copy_registry(base_settings.models_dir, tmp_path / "edge-models", False)
+    hub_env = env_for(base_settings, embedded_broker.url, unique_prefix,
+                      models_dir=hub_models, reconnect_max_seconds=1)
+    edge_env = {**hub_env, "EDGEWISE_MODELS_DIR": str(edge_models)}
+    names = TopicNames(unique_prefix)
+    with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
+        bridge = start_bridge(hub_env, mqtt.url, tmp_path / "bridge.log")
+        edge = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "scale-1", "--rate", "40",
+                      "--batch-size", "4", "--duration", "60"], edge_env, tmp_path / "edge.log")
+        try:
+            first = asyncio.run(consume_until(embedded_broker.bootstrap, names.predictions,
+                                              lambda r: len(r) >= 3, timeout=30))
+            assert _model_versions(first) == {1}
+            spawn(["model-update", "--version", "2"], hub_env,
+                  tmp_path / "announce.log").process.wait(30)
+            updated = asyncio.run(consume_until(
+                embedded_broker.bootstrap, names.predictions,
+                lambda r: 2 in _model_versions(r[-3:]), timeout=40))
+            assert 2 in _model_versions(updated), edge.log_text()[-2000:]
+            late_edge_env = {**edge_env, "EDGEWISE_MODELS_DIR": str(
+                _copy_registry(base_settings.models_dir, tmp_path / "late-models", False))}
+            late = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "scale-2", "--rate", "20",
+                          "--batch-size", "4", "--duration", "4"], late_edge_env,
+                         tmp_path / "late.log")
+            assert late.process.wait(30) == 0, late.log_text()[-2000:]
+        finally:
+            edge.stop()
+            bridge.stop()
+    assert (edge_models / "digits" / "2" / "model.skops").is_file()
+    assert "now scoring with digits:2" in edge.log_text()
+    assert edge_report(late)["model"] == "digits:2"  # the retained command, on connect
+    assert orjson.loads(bridge.log_text().splitlines()[-1])["commands"] == 1

@@ -1,0 +1,50 @@
+"""Edge windows added up per site at the hub: idempotent, late windows counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise.tables.site_metrics import merge_edge_window, site_windows, window_totals
+
+
+def metrics(device: str, start: float, count: int = 10, **more: Any) -> dict[str, Any]:
+    base = {"site": "s1", "device": device, "window_start": start, "window_end": start + 10,
+            "detect": "digits", "model": "digits:1", "frames": 0, "count": count,
+            "scored": count, "low": 1, "dropped": 0, "labels": {"3": count},
+            "conf_sum": 0.8 * count, "conf_min": 0.4, "conf_max": 0.99}
+    return {**base, **more}
+
+
+def test_devices_of_a_site_add_up_per_window() -> None:
+    state, _ = merge_edge_window(None, metrics("a", 100.0), kept=5)
+    state, _ = merge_edge_window(state, metrics("b", 100.0, count=30, conf_min=0.2,
+                                                labels={"3": 10, "4": 20}), kept=5)
+    (window,) = site_windows(state)
+    total = window["total"]
+    assert (total["count"], total["scored"], total["low"], total["devices"]) == (40, 40, 2, 2)
+    assert total["labels"] == {"3": 20, "4": 20}
+    assert total["mean_confidence"] == 0.8 and total["min_confidence"] == 0.2
+    assert sorted(window["devices"]) == ["a", "b"]
+
+
+def test_a_resent_window_replaces_instead_of_adding() -> None:
+    state, _ = merge_edge_window(None, metrics("a", 100.0), kept=5)
+    state, _ = merge_edge_window(state, metrics("a", 100.0), kept=5)
+    assert site_windows(state)[0]["total"]["count"] == 10
+
+
+def test_only_the_newest_windows_are_kept_and_older_ones_are_late() -> None:
+    state = None
+    for start in (100.0, 110.0, 120.0, 130.0):
+        state, kept = merge_edge_window(state, metrics("a", start), kept=3)
+        assert kept
+    assert [w["start"] for w in site_windows(state)] == [130.0, 120.0, 110.0]
+    state, kept = merge_edge_window(state, metrics("b", 90.0), kept=3)
+    assert not kept and state["late"] == 1
+    assert state["devices"]["a"]["last_window"] == 130.0
+
+
+def test_totals_without_scores() -> None:
+    total = window_totals({"a": metrics("a", 0.0, scored=0, low=0, conf_sum=0.0,
+                                        conf_min=None, conf_max=None)})
+    assert total["mean_confidence"] is None and total["min_confidence"] is None
