@@ -13,7 +13,9 @@ from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
 
 #: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
-STAGES = ("simulate", "score", "route", "review", "aggregate", "image_sink", "edge_metrics")
+STAGES = (
+    "simulate", "score", "route", "review", "aggregate", "evaluate", "image_sink", "edge_metrics",
+)
 
 #: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
 #: What each reads and writes: README.md, "Topology".

@@ -137,7 +137,8 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
         base = f"http://{settings.web_host}:{port}"
         print(f"edgewise demo: broker {url}\n  devices  {base}/api/devices\n"
               f"  windows  {base}/api/devices/device-000/windows?kind=tumbling\n"
-              f"  review   {base}/api/review?limit=20\n  models   {base}/api/models\n"
+              f"  review   {base}/api/review?limit=20\n  accuracy {base}/api/evaluation\n"
+              f"  models   {base}/api/models\n"
               f"  metrics  {base}/metrics\n  health   {base}/healthz\n"
               f"Ctrl-C stops{'' if duration is None else f', or after {duration:g}s'}.",
               file=sys.stderr, flush=True)

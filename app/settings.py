@@ -74,8 +74,7 @@ class Settings(BaseSettings):
     score_take_within: float = Field(
         0.005, gt=0, description="seconds the score stage waits to gather batches"
     )
-    review_keep: int = Field(10_000, ge=1, description="review items served per worker")
-    # -- issue 3: database change streams (add fields below this line) --
+    # database change streams (issue 3)
     cdc_dsn: str = Field("", description="PostgreSQL URL the CDC stage and db commands use")
     cdc_slot: str = Field("edgewise_slot", description="logical replication slot (pgoutput) of CDC")
     cdc_publication: str = Field(
@@ -133,7 +132,7 @@ class Settings(BaseSettings):
         1e-6, gt=0, lt=1, description="probability used when the true class is not in the top-k"
     )
 
-    # -- issue 4: edge, bridge, object store (add fields below this line) --
+    # edge, bridge, object store (issue 4)
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
         "edgewise", description="root of the MQTT topic tree root/site/device/kind"
@@ -180,7 +179,6 @@ class Settings(BaseSettings):
         2048, ge=24, le=8192, description="largest image side (pixels) a face payload may carry"
     )
 
-    token: str = Field("", description="token required by write endpoints; empty disables")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="log level of the worker"
     )

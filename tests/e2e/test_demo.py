@@ -26,7 +26,8 @@ def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
     assert summary["samples"] >= 3000  # 300/s for most of 30 s, after the group join
     assert summary["predictions"] >= 0.9 * summary["samples"]
     assert summary["predictions"] <= summary["samples"]
-    assert 0.85 <= summary["accuracy"] <= 1.0
+    # ~0.97 on clean digits, far less on the 20% made harder: ~0.87 overall, chance is 0.1
+    assert 0.75 <= summary["accuracy"] <= 1.0
     assert 0 < summary["low_confidence"] < summary["predictions"]
     assert summary["dead_letters"] == 0
     assert sum(summary["per_device"].values()) == summary["predictions"]

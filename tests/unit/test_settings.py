@@ -57,7 +57,6 @@ def test_defaults_describe_the_one_machine_demo() -> None:
     assert settings.partitions == 4
     assert settings.data_dir == Path(".edgewise")
     assert settings.models_dir == Path(".edgewise/models")
-    assert settings.token == ""
 
 
 def test_settings_are_frozen() -> None:
