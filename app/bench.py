@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app import profile
-from edgewise.app.embedded_broker import EmbeddedBroker, free_port, wait_until_listening
+from edgewise.app.embedded_broker import EmbeddedBroker, wait_until_listening
+from edgewise.app.processes import free_port, stop_process
 from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames, bootstrap_of, create_topics, topic_specs
 from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
@@ -129,16 +130,6 @@ def start_score_worker(settings: Settings, broker: str, prefix: str, models: Pat
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def score_stage(settings: Settings, bootstrap: str, url: str, models: Path, name: str,
                 samples: int, work: Path) -> float:
     """Samples/s of edgewise's score stage draining a backlog of simulator batches."""
@@ -155,7 +146,7 @@ def score_stage(settings: Settings, bootstrap: str, url: str, models: Path, name
         found = asyncio.run(_collect_predictions(
             bootstrap, TopicNames(prefix).predictions, len(batches) * STAGE_BATCH, 180))
     finally:
-        _stop(proc)
+        stop_process(proc, 20)
     stamps = sorted(b.scored_at for b, _ in found)
     total = sum(len(b) for b, _ in found)
     first_call = sum(len(b) for b, _ in found if b.scored_at == stamps[0])

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.bench import _collect_predictions, _producer, _stop, start_score_worker
+from edgewise.app.bench import _collect_predictions, _producer, start_score_worker
 from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.processes import stop_process
 from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.wire import encode_sample_batch
@@ -75,7 +76,7 @@ def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Pat
 
         sent, found = asyncio.run(both())
     finally:
-        _stop(proc)
+        stop_process(proc, 20)
     start = min(float(b.timestamps.min()) for b, _ in found) + WARMUP_SECONDS
     scored, received = [], []
     for batch, arrived in found:

@@ -24,8 +24,8 @@ import faust
 
 from edgewise.agents.bridge import Bridge
 from edgewise.agents.edge_sources import EdgeSourceError, sample_portraits
-from edgewise.app.embedded_broker import _die_with_parent
 from edgewise.app.mqtt_broker import local_mqtt_broker
+from edgewise.app.processes import die_with_parent
 from edgewise.app.settings import Settings
 
 EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
@@ -78,7 +78,7 @@ class EdgeFleet:
                 self.processes.append(subprocess.Popen(
                     [EDGEWISE, "edge", "--device-id", device, *args], env=env,
                     stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent))
+                    preexec_fn=die_with_parent))
 
     def stop(self) -> None:
         """SIGTERM each edge by PID; SIGKILL the ones that do not exit."""

