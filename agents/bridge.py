@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from edgewise.app import profile
 from edgewise.app.backoff import Backoff
 from edgewise.app.edge_wire import ModelCommand, parse_face_payload, parse_metrics_payload
-from edgewise.app.frames import BadInput
+from edgewise.app.frames import BadInput, json_object
 from edgewise.app.mqtt_topics import (
     BROADCAST,
     COMMAND,
@@ -102,14 +101,7 @@ def parse_model_update(raw: bytes | None, default_model: str) -> tuple[str, int 
     The record is JSON ``{"model", "version", "site", "device"}``, every field optional; an
     empty record means "the newest version of the served model, to everyone".
     """
-    doc: Any = {}
-    if raw:
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise BadInput("bad_json", str(exc)[:200]) from None
-    if not isinstance(doc, dict):
-        raise BadInput("bad_json", "model update is not an object")
+    doc = json_object(raw, "model update") if raw else {}
     version = doc.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)
                                 or version < 1):

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from edgewise.app.context import StageContext
-from edgewise.app.frames import BadInput
+from edgewise.app.frames import BadInput, json_object
 from edgewise.app.records import ReviewItem
 from edgewise.tables import review_queue
 
@@ -20,12 +18,7 @@ STAGE = "review"
 
 def parse_review_item(raw: bytes) -> dict[str, Any]:
     """A review item as a dict, validated; BadInput otherwise."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput("bad_json", str(exc)[:200]) from None
-    if not isinstance(doc, dict):
-        raise BadInput("bad_json", "review item is not an object")
+    doc = json_object(raw, "review item")
     doc.pop("__faust", None)
     missing = [f for f in ReviewItem._options.fields if f not in doc and
                f not in ReviewItem._options.defaults]

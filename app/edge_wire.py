@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import orjson
 
-from edgewise.app.frames import BadInput, decode_frame, encode_frame
+from edgewise.app.frames import BadInput, decode_frame, encode_frame, json_object
 from edgewise.app.wire import MAX_ID_LENGTH
 
 SCHEMA_VERSION = 1
@@ -67,12 +67,7 @@ def _loads(data: bytes, max_bytes: int) -> dict[str, Any]:
         raise BadInput("empty", "message has no bytes")
     if len(data) > max_bytes:
         raise BadInput("oversize", f"{len(data)} bytes > limit {max_bytes}")
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput("bad_json", str(exc)[:200]) from None
-    if not isinstance(doc, dict):
-        raise BadInput("bad_json", "top level is not an object")
+    doc = json_object(data, "payload")
     schema = doc.get("schema")
     if isinstance(schema, bool) or schema != SCHEMA_VERSION:
         raise BadInput("unknown_schema_version", f"schema {schema!r}")

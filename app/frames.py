@@ -37,6 +37,17 @@ class BadInput(ValueError):
         self.detail = detail
 
 
+def json_object(data: bytes, what: str = "message") -> dict[str, Any]:
+    """Parse JSON that must be an object; BadInput("bad_json") otherwise."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput("bad_json", str(exc)[:200]) from None
+    if not isinstance(doc, dict):
+        raise BadInput("bad_json", f"{what} is not a JSON object")
+    return doc
+
+
 def encode_frame(kind: int, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
     """Pack metadata and arrays into one frame."""
     layout = []

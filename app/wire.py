@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import numpy as np
-import orjson
 
 from edgewise.app.frames import (
     KIND_PREDICTIONS,
@@ -26,6 +25,7 @@ from edgewise.app.frames import (
     decode_frame,
     encode_frame,
     is_frame,
+    json_object,
 )
 from edgewise.app.records import SAMPLE_KINDS, PredictionBatch, SampleBatch
 
@@ -82,12 +82,7 @@ def _meta_fields(meta: dict[str, Any]) -> tuple[str, str, list[str]]:
 
 def _from_json(data: bytes) -> SampleBatch:
     """A batch from JSON: {"schema": 1, "device", "kind", "samples": [{id, ts, pixels…}]}."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput("bad_json", str(exc)[:200]) from None
-    if not isinstance(doc, dict):
-        raise BadInput("bad_json", "top level is not an object")
+    doc = json_object(data, "batch")
     schema = doc.get("schema", 1)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema not in SUPPORTED_VERSIONS:
         raise BadInput("unknown_schema_version", f"schema {doc.get('schema')!r}")
