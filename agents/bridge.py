@@ -129,6 +129,23 @@ class BridgeStats:
                 "commands": self.commands, "connects": self.connects}
 
 
+async def check_acked(acked: asyncio.Future[Any]) -> None:
+    """Wait for Kafka's acknowledgement of one record.
+
+    A cancelled future (the producer stopped) would raise CancelledError, which a TaskGroup
+    takes for a quiet cancel: the ack task would end and PUBACKs stop for good. It is turned
+    into a KafkaError instead, so the session ends and the broker redelivers.
+    """
+    try:
+        await asyncio.shield(acked)  # our own cancellation must not cancel the future
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if acked.cancelled() and not (task is not None and task.cancelling()):
+            raise KafkaError("the Kafka send was cancelled before it was acknowledged"
+                             ) from None
+        raise  # our own task is being cancelled
+
+
 class Bridge:
     """One bridge between an MQTT broker and Kafka (``settings.broker`` must be a URL)."""
 
@@ -198,6 +215,10 @@ class Bridge:
             except* (aiomqtt.MqttError, OSError, KafkaError) as failure:
                 log.warning("bridge: MQTT session ended (%s); reconnecting",
                             failure.exceptions[0])
+            except* Exception as failure:  # a bug must not stop the bridge: reconnect, and
+                # the broker redelivers what was not acknowledged
+                log.exception("bridge: MQTT session failed unexpectedly (%r); reconnecting",
+                              failure.exceptions[0])
             finally:
                 self._client = None
             await asyncio.sleep(backoff.next())
@@ -222,8 +243,14 @@ class Bridge:
         if target is None:
             self.stats.ignored += 1
             return None
+        try:
+            sent = await self._producer.send(target.topic, target.value, key=target.key)
+        except KafkaError:
+            raise  # Kafka down ends the session; the broker redelivers
+        except Exception as exc:  # this one message cannot be sent (e.g. a serializer bug)
+            return await self._dead_letter(exc, payload, topic)
         self.stats.forwarded[target.kind] += 1
-        return await self._producer.send(target.topic, target.value, key=target.key)
+        return sent
 
     async def _dead_letter(self, error: Exception, original: bytes, topic: str
                            ) -> asyncio.Future[Any]:
@@ -248,7 +275,7 @@ class Bridge:
         while True:
             message, acked = await pending.get()
             if acked is not None:
-                await acked  # a Kafka error ends the session: the broker redelivers
+                await check_acked(acked)  # a Kafka error ends the session: redelivered
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
 
@@ -287,10 +314,13 @@ class Bridge:
             name, version, site, device = parse_model_update(raw, settings.model_name)
             meta, artifact = await asyncio.to_thread(export_version, registry, name, version)
             topic = command_topic(settings.mqtt_root, site, device)
-        except (BadInput, RegistryError, ValueError) as exc:
+            payload = ModelCommand(meta.to_dict(), artifact).encode()
+        except Exception as exc:  # bad update, missing artifact, a bug: one dead letter,
+            # never the end of the downstream task (its TaskGroup would stop the bridge)
+            if not isinstance(exc, BadInput | RegistryError | ValueError):
+                log.warning("bridge: model update failed (%s: %s)", type(exc).__name__, exc)
             await (await self._dead_letter(exc, raw or b"", self.names.model_updates))
             return
-        payload = ModelCommand(meta.to_dict(), artifact).encode()
         while True:  # until a broker acknowledges it; a lost link is waited out
             client = self._client
             if client is None:

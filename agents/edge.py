@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -244,6 +245,37 @@ async def produce(device: EdgeDevice, spec: SourceSpec, link: SpoolPublisher,
         await _pause(stop, started + handled / settings.edge_rate - time.monotonic())
 
 
+class LinkFailed(RuntimeError):
+    """The MQTT link stopped for good (not an outage, which it rides out by itself)."""
+
+
+def raise_link_failure(link_task: asyncio.Task[None]) -> None:
+    """Raise LinkFailed for a link task that has ended: it should run until cancelled."""
+    if link_task.cancelled():
+        raise LinkFailed("the MQTT link task was cancelled")
+    error = link_task.exception()
+    raise LinkFailed(f"the MQTT link stopped: {error!r}") from error
+
+
+async def supervised(work: Coroutine[Any, Any, None], link_task: asyncio.Task[None]) -> None:
+    """Run ``work`` while the link runs; if the link dies first, stop ``work`` and raise.
+
+    Without this the edge would keep spooling for a link that no longer drains, and only
+    notice at the very end.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, link_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():  # the link died first, or we are being cancelled
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise_link_failure(link_task)
+    task.result()
+
+
 async def run_edge(settings: Settings, options: EdgeOptions,
                    stop: asyncio.Event | None = None) -> dict[str, Any]:
     """Run one edge until its source ends, ``count`` is reached or ``stop`` is set; then
@@ -261,11 +293,11 @@ async def run_edge(settings: Settings, options: EdgeOptions,
         spool, host, port, client_id, keepalive=settings.mqtt_keepalive,
         backoff=Backoff(settings.reconnect_min_seconds, settings.reconnect_max_seconds),
         subscriptions=command_subscriptions(settings.mqtt_root, device.site, device.device),
-        on_message=device.apply_command)
+        on_message=device.apply_command, max_payload_bytes=settings.max_message_bytes)
     link_task = asyncio.create_task(link.run(), name="edgewise-edge-link")
     drained = False
     try:
-        await produce(device, spec, link, stop)
+        await supervised(produce(device, spec, link, stop), link_task)
         last = device.metrics_due(time.time(), spool.dropped, final=True)
         if last:
             link.put_many(last)
@@ -275,12 +307,13 @@ async def run_edge(settings: Settings, options: EdgeOptions,
         else:  # the source is done: wait for the spool to drain, unless asked to stop
             drain = asyncio.create_task(link.wait_drained(options.drain_timeout))
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({drain, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({drain, stopped, link_task},
+                               return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
             drained = drain.done() and drain.result()
             drain.cancel()
         if link_task.done():
-            link_task.result()  # a fatal link error (not an outage) surfaces here
+            raise_link_failure(link_task)  # a fatal link error (not an outage) surfaces here
     finally:
         if not link_task.done():
             link_task.cancel()
@@ -291,6 +324,7 @@ async def run_edge(settings: Settings, options: EdgeOptions,
             **device.counts, "published": link.stats.published, "queued": len(spool),
             "dropped": spool.dropped, "connects": link.stats.connects,
             "disconnects": link.stats.disconnects, "drained": drained,
+            "undecodable": link.stats.undecodable, "oversize": link.stats.oversize,
             "model": device.model_label,
         }
         spool.close()

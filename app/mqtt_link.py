@@ -7,6 +7,10 @@ network, loses nothing while the broker is away (up to the spool's bound, and th
 how much it dropped), and whatever was in flight when the link broke is simply published
 again from the spool (at-least-once; the hub is idempotent by sample id).
 
+A spool item that cannot be decoded (a corrupted row) or is larger than the broker takes
+would block the head of the queue for ever; such items are logged, counted and acked away.
+Oversized messages are refused already when queued.
+
 Connections use a fixed client id with ``clean_session=False`` (a persistent session), so
 the broker keeps the edge's command subscription, and the QoS 1 commands sent while the
 edge was away, across disconnects. Reconnects back off exponentially with jitter.
@@ -30,6 +34,7 @@ log = logging.getLogger("edgewise.mqtt")
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 PUBLISH_BATCH = 64  # spool items published (pipelined) before one ack_through
 MAX_TOPIC_BYTES = 65_535
+MIN_PUBLISH_TIMEOUT = 5.0  # seconds; a keepalive of 0 must not make every publish time out
 
 
 def encode_item(topic: str, payload: bytes) -> bytes:
@@ -43,6 +48,8 @@ def encode_item(topic: str, payload: bytes) -> bytes:
 def decode_item(item: bytes) -> tuple[str, bytes]:
     """(topic, payload) of a spool item."""
     size = int.from_bytes(item[:2], "big")
+    if len(item) < 2 + size or not size:
+        raise ValueError(f"spool item of {len(item)} bytes is shorter than its topic")
     return item[2 : 2 + size].decode(), item[2 + size :]
 
 
@@ -54,6 +61,8 @@ class LinkStats:
     connects: int = 0
     disconnects: int = 0
     received: int = 0
+    undecodable: int = 0  # corrupted spool items skipped
+    oversize: int = 0  # messages refused for being larger than the broker takes
 
 
 class SpoolPublisher:
@@ -63,6 +72,7 @@ class SpoolPublisher:
         self, spool: Spool, host: str, port: int, client_id: str, *, keepalive: int,
         backoff: Backoff, subscriptions: Iterable[str] = (),
         on_message: MessageHandler | None = None, connect_timeout: float = 5.0,
+        max_payload_bytes: int | None = None,
     ) -> None:
         self.spool = spool
         self.host, self.port = host, port
@@ -72,19 +82,35 @@ class SpoolPublisher:
         self.subscriptions = list(subscriptions)
         self.on_message = on_message
         self.connect_timeout = connect_timeout
+        self.max_payload_bytes = max_payload_bytes
+        self.publish_timeout = max(2.0 * keepalive, MIN_PUBLISH_TIMEOUT)
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
 
+    def _fits(self, topic: str, payload: bytes) -> bool:
+        """Whether the broker can take the message; if not it is counted and logged once.
+
+        A message the broker refuses would stay at the spool's head and block the queue.
+        """
+        if self.max_payload_bytes is None or len(payload) <= self.max_payload_bytes:
+            return True
+        if not self.stats.oversize:
+            log.warning("refusing a %d-byte message on %s: over the %d-byte limit",
+                        len(payload), topic[:200], self.max_payload_bytes)
+        self.stats.oversize += 1
+        return False
+
     def put(self, topic: str, payload: bytes) -> None:
         """Queue one message (durably, on disk) and wake the drain loop."""
-        self.spool.put(encode_item(topic, payload))
-        self._wake.set()
+        self.put_many([(topic, payload)])
 
     def put_many(self, messages: Iterable[tuple[str, bytes]]) -> None:
         """Queue several messages in one spool transaction."""
-        self.spool.put_many([encode_item(t, p) for t, p in messages])
-        self._wake.set()
+        items = [encode_item(t, p) for t, p in messages if self._fits(t, p)]
+        if items:
+            self.spool.put_many(items)
+            self._wake.set()
 
     async def run(self) -> None:
         """Connect, drain and receive; on any link failure back off and connect again."""
@@ -129,13 +155,24 @@ class SpoolPublisher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            messages = [m for m in (self._decoded(seq, item) for seq, item in items) if m]
             async with asyncio.TaskGroup() as group:  # pipelined; paho keeps them in order
-                for _, item in items:
-                    topic, payload = decode_item(item)
+                for topic, payload in messages:
                     group.create_task(client.publish(
-                        topic, payload, qos=1, timeout=2.0 * self.keepalive))
-            self.spool.ack_through(items[-1][0])
-            self.stats.published += len(items)
+                        topic, payload, qos=1, timeout=self.publish_timeout))
+            self.spool.ack_through(items[-1][0])  # skipped items go too: they never could
+            self.stats.published += len(messages)
+
+    def _decoded(self, seq: int, item: bytes) -> tuple[str, bytes] | None:
+        """(topic, payload) of a spool item, or None (logged, counted) if it cannot go."""
+        try:
+            topic, payload = decode_item(item)
+        except (UnicodeDecodeError, ValueError) as exc:
+            if not self.stats.undecodable:
+                log.warning("skipping undecodable spool item %d: %s", seq, exc)
+            self.stats.undecodable += 1
+            return None
+        return (topic, payload) if self._fits(topic, payload) else None
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         """Hand incoming messages (commands) to ``on_message``; ends the session on a
