@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
+
+from aiokafka import errors as kafka_errors
+from aiokafka.errors import KafkaError
 
 
 def advance_slot_after_ack(commits: Sequence[tuple[int, int]], acked: int) -> int | None:
@@ -30,41 +33,111 @@ def advance_slot_after_ack(commits: Sequence[tuple[int, int]], acked: int) -> in
     return lsn
 
 
+Record = tuple[str, bytes | None, bytes | None]
+"""What was sent: (topic, key bytes, value bytes), kept so a rejected record can be
+dead-lettered instead of replayed forever."""
+
+Redirect = Callable[[Record, BaseException], Awaitable["asyncio.Future[Any]"]]
+"""Sends a rejected record to the dead-letter topic; returns the dead letter's ack future."""
+
+ACK_TIMEOUT_SECONDS = 120.0
+"""How long ``wait_until`` waits without any ack progress before it gives up: a lost
+callback or a wedged producer must rebuild the session, not hang the capture forever."""
+
+
+NOT_ABOUT_THE_RECORD: tuple[type[KafkaError], ...] = (
+    kafka_errors.TopicAuthorizationFailedError, kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.SaslAuthenticationFailed, kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ReplicaNotAvailableError, kafka_errors.UnsupportedVersionError,
+    kafka_errors.InvalidRequiredAcksError, kafka_errors.ProducerClosed,
+)
+"""Non-retriable errors that would refuse *every* record: dead-lettering them would empty
+the stream into the dead-letter topic and advance the slot past real data, so they rebuild
+the session instead (and keep failing loudly until someone fixes the cause)."""
+
+
+class SendCancelled(KafkaError):
+    """A send future was cancelled before Kafka answered: the record may not be stored,
+    so the session is rebuilt and it is replayed (a KafkaError, hence transient)."""
+
+    retriable = True
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Whether the broker refused this record for good (dead-letter it) rather than
+    failing for now (rebuild the session and replay): a non-retriable Kafka error that is
+    about the record itself (too large, corrupt, keyless on a compacted topic, ...)."""
+    return (isinstance(exc, KafkaError) and not exc.retriable
+            and not isinstance(exc, NOT_ABOUT_THE_RECORD))
+
 
 class AckTracker:
-    """Numbers produced events, learns their acks, and knows which commits are covered."""
+    """Numbers produced events, learns their acks, and knows which commits are covered.
 
-    def __init__(self) -> None:
+    A record Kafka rejects for good (:func:`is_rejection`) is handed to ``redirect`` (the
+    dead-letter producer) and counts as acknowledged once its dead letter is; any other
+    failure, including cancellation, is kept in ``error`` for ``wait_until`` to raise.
+    """
+
+    def __init__(self, redirect: Redirect | None = None,
+                 ack_timeout: float = ACK_TIMEOUT_SECONDS) -> None:
         self.produced = 0
         self.acked = 0  # unbroken prefix of acknowledged events
         self._done_out_of_order: set[int] = set()
         self._pending: set[asyncio.Future[Any]] = set()
+        self._redirects: set[asyncio.Task[None]] = set()
         self.commits: deque[tuple[int, int]] = deque()
         self.error: BaseException | None = None
         self.peak_in_flight = 0  # what bounded memory looked like, for tests and logs
+        self.rejected = 0  # records the broker refused, dead-lettered instead
+        self._redirect = redirect
+        self._ack_timeout = ack_timeout
         self._changed = asyncio.Event()
 
     @property
     def in_flight(self) -> int:
         return self.produced - self.acked
 
-    def add(self, future: asyncio.Future[Any]) -> None:
+    def add(self, future: asyncio.Future[Any], record: Record | None = None) -> None:
+        """Track one sent event; ``record`` makes it dead-letterable if Kafka rejects it."""
         number = self.produced
         self.produced += 1
         self.peak_in_flight = max(self.peak_in_flight, self.produced - self.acked)
         self._pending.add(future)
-        future.add_done_callback(lambda f: self._done(number, f))
+        future.add_done_callback(lambda f: self._done(number, f, record))
 
-    def _done(self, number: int, future: asyncio.Future[Any]) -> None:
+    def _done(self, number: int, future: asyncio.Future[Any], record: Record | None) -> None:
         self._pending.discard(future)
-        if future.cancelled() or future.exception() is not None:
-            self.error = self.error or (future.exception() or asyncio.CancelledError())
+        # future.exception() itself raises on a cancelled future: ask cancelled() first, and
+        # report it as a transient error (a bare CancelledError would end the capture task)
+        exc = SendCancelled("send cancelled") if future.cancelled() else future.exception()
+        if exc is None:
+            self._acknowledge(number)
+        elif record is not None and self._redirect is not None and is_rejection(exc):
+            task = asyncio.ensure_future(self._dead_letter(number, record, exc))
+            self._redirects.add(task)
+            task.add_done_callback(self._redirects.discard)
         else:
-            self._done_out_of_order.add(number)
-            while self.acked in self._done_out_of_order:
-                self._done_out_of_order.discard(self.acked)
-                self.acked += 1
+            self.error = self.error or exc
         self._changed.set()
+
+    async def _dead_letter(self, number: int, record: Record, exc: BaseException) -> None:
+        assert self._redirect is not None
+        self.rejected += 1
+        try:
+            letter = await self._redirect(record, exc)
+        except BaseException as failure:  # noqa: BLE001 - surfaced through wait_until
+            self.error = self.error or failure
+            self._changed.set()
+            return
+        self._pending.add(letter)
+        letter.add_done_callback(lambda f: self._done(number, f, None))
+
+    def _acknowledge(self, number: int) -> None:
+        self._done_out_of_order.add(number)
+        while self.acked in self._done_out_of_order:
+            self._done_out_of_order.discard(self.acked)
+            self.acked += 1
 
     def commit(self, end_lsn: int) -> None:
         self.commits.append((self.produced, end_lsn))
@@ -77,9 +150,18 @@ class AckTracker:
         return lsn
 
     async def wait_until(self, in_flight: int) -> None:
-        """Wait until at most ``in_flight`` events are unacknowledged; raise a send error."""
+        """Wait until at most ``in_flight`` events are unacknowledged; raise a send error.
+
+        Raises TimeoutError (a transient error: the session is rebuilt from the slot) when
+        no ack or error arrives for ``ack_timeout`` seconds.
+        """
         while self.in_flight > in_flight and self.error is None:
             self._changed.clear()
-            await self._changed.wait()
+            try:
+                await asyncio.wait_for(self._changed.wait(), self._ack_timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"no Kafka acknowledgement for {self._ack_timeout:.0f}s with "
+                    f"{self.in_flight} events in flight") from None
         if self.error is not None:
             raise self.error

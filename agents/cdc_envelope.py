@@ -4,9 +4,12 @@ edgewise's CDC stage emits Debezium's envelope so that any Debezium consumer can
 topics (DESIGN.md, "Change events"). Everything here is a pure function returning plain,
 orjson-serialisable dicts; the agent that reads the slot and produces to Kafka stays thin.
 
-Topic ``<prefix>.<schema>.<table>``; key ``{pk column: value}`` (``None`` for a table
-without a key); value ``{"payload": {"before", "after", "source", "op", "ts_ms"}}`` with
-``op`` ``c`` insert, ``u`` update, ``d`` delete, ``r`` snapshot read, ``t`` truncate.
+Topic ``<prefix>.<schema>.<table>``; key ``{pk column: value}``; value
+``{"payload": {"before", "after", "source", "op", "ts_ms"}}`` with ``op`` ``c`` insert,
+``u`` update, ``d`` delete, ``r`` snapshot read. Change topics are compacted, and Kafka
+refuses a record without a key on them, so nothing keyless is emitted: a TRUNCATE yields
+no event (Debezium's default ``skipped.operations=t``), and the capture refuses tables
+without a primary key at setup (an event whose key is still None is dead-lettered).
 As Debezium does, a delete is followed by a tombstone (same key, value ``None``) so that
 log compaction can drop the row, and an update that changes the primary key becomes a
 delete of the old key, its tombstone and a create of the new key.
@@ -293,7 +296,11 @@ def truncate_event(
     *,
     processed_ms: int | None = None,
 ) -> ChangeEvent:
-    """A truncate event (op ``t``): no key, no rows, as Debezium emits it."""
+    """A truncate event (op ``t``): no key, no rows, as Debezium emits it when told to.
+
+    Not produced by the capture: without a key it cannot go to a compacted topic, so
+    :func:`change_events` skips truncates as Debezium does by default.
+    """
     return _event(source, relation, position, "t", None, None, None, processed_ms)
 
 
@@ -330,14 +337,12 @@ def change_events(
     """All events for one decoded pgoutput change, in the order they must be produced.
 
     ``key_columns`` maps relation OID to its primary-key columns where the Relation's key
-    flags are not the primary key (see :func:`event_key`).
+    flags are not the primary key (see :func:`event_key`). A truncate yields nothing: its
+    event would have no key, which a compacted topic refuses (see the module docstring).
     """
     overrides = key_columns or {}
     if isinstance(change, Truncate):
-        return [
-            truncate_event(source, relations.relation(oid), position, processed_ms=processed_ms)
-            for oid in change.relation_oids
-        ]
+        return []
     relation = relations.relation(change.relation_oid)
     keys = overrides.get(relation.oid)
     if isinstance(change, Insert):

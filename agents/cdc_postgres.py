@@ -103,6 +103,10 @@ def identity_problem(table: CapturedTable) -> str | None:
         return (f"table {table.qualified} has no primary key and no replica identity: run "
                 f"ALTER TABLE {table.qualified} ADD PRIMARY KEY (...) or ALTER TABLE "
                 f"{table.qualified} REPLICA IDENTITY FULL")
+    if not table.primary_key:  # FULL or USING INDEX without a key: records would be keyless
+        return (f"table {table.qualified} has no primary key, which CDC needs as the record "
+                f"key of its compacted topic: run ALTER TABLE {table.qualified} ADD PRIMARY "
+                f"KEY (...)")
     return None
 
 

@@ -40,6 +40,21 @@ def needs_snapshot(mode: SnapshotMode, slot_created: bool, snapshot_completed: b
     return slot_created or not snapshot_completed
 
 
+def tables_to_snapshot(mode: SnapshotMode, slot_created: bool, snapshotted: set[str],
+                       tables: Sequence[str]) -> list[str]:
+    """Which of ``tables`` (``schema.table``) to read before streaming.
+
+    ``initial`` reads every table on a new slot, and otherwise the tables no completed
+    snapshot of this slot covered: a table added to the publication later, or all of them
+    when a snapshot died halfway.
+    """
+    if mode == "always" or (mode == "initial" and slot_created):
+        return list(tables)
+    if mode == "never":
+        return []
+    return [name for name in tables if name not in snapshotted]
+
+
 def snapshot_query(relation: Relation) -> str:
     """The SELECT of one table's snapshot, columns in table order, names quoted."""
     columns = ", ".join(f'"{c.name.replace(chr(34), chr(34) * 2)}"' for c in relation.columns)

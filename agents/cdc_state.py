@@ -4,12 +4,15 @@ The slot remembers where streaming resumes, but not whether the initial snapshot
 followed its creation finished: a capture killed halfway through a snapshot would, on
 restart, find its slot and skip the rest of the rows. So a completed snapshot is recorded
 in a compacted topic (as Debezium keeps its offsets in Kafka), keyed by database and slot,
-and only after every snapshot event was acknowledged.
+and only after every snapshot event was acknowledged. The record lists the tables
+snapshotted so far, so a table later added to the slot's publication is snapshotted on
+its own instead of only ever being streamed.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -32,10 +35,24 @@ def state_key(database: str, slot: str) -> bytes:
     return f"{database}/{slot}".encode()
 
 
-def snapshot_record(slot_lsn: int | None, rows: int) -> dict[str, Any]:
-    """The value recorded once a snapshot completed."""
+def snapshot_record(slot_lsn: int | None, rows: int, tables: Iterable[str]) -> dict[str, Any]:
+    """The value recorded once a snapshot completed; ``tables`` are every ``schema.table``
+    snapshotted for this slot so far (earlier snapshots included)."""
     return {"snapshot": "completed", "slot_lsn": slot_lsn, "rows": rows,
-            "ts_ms": time.time_ns() // 1_000_000}
+            "tables": sorted(set(tables)), "ts_ms": time.time_ns() // 1_000_000}
+
+
+def snapshotted_tables(state: dict[str, Any] | None, current: Iterable[str]) -> set[str]:
+    """The ``schema.table`` names whose snapshot completed for this slot.
+
+    A record written before tables were listed covered every table captured then; as
+    which those were is unknown, ``current`` (the tables captured now) is taken for it.
+    """
+    if not snapshot_completed(state):
+        return set()
+    assert state is not None
+    listed = state.get("tables")
+    return set(current) if listed is None else set(listed)
 
 
 async def load_state(bootstrap: str, topic: str, key: bytes,

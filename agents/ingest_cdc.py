@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,9 +27,9 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from edgewise.agents import cdc_postgres as pg
 from edgewise.agents import cdc_state
-from edgewise.agents.cdc_acks import AckTracker
+from edgewise.agents.cdc_acks import AckTracker, Record
 from edgewise.agents.cdc_envelope import CaptureSource, ChangeEvent, ChangePosition, change_events
-from edgewise.agents.cdc_snapshot import needs_snapshot, snapshot_events
+from edgewise.agents.cdc_snapshot import snapshot_events, tables_to_snapshot
 from edgewise.agents.pgoutput import (
     Begin,
     Commit,
@@ -75,7 +76,9 @@ def cdc_topic_spec(topic: str, partitions: int) -> TopicSpec:
 
 def encode_event(event: ChangeEvent) -> tuple[bytes | None, bytes | None]:
     """Key and value bytes: both ``{"payload": …}`` as Debezium's JSON converter writes
-    them with the schema left out; a tombstone's value (and a truncate's key) is null."""
+    them with the schema left out; a tombstone's value is null. A null key is only ever
+    returned for a keyless event, which :meth:`CdcCapture._send` dead-letters instead of
+    producing (compacted topics reject records without a key)."""
     key = None if event.key is None else orjson.dumps({"payload": event.key})
     value = None if event.value is None else orjson.dumps(event.value)
     return key, value
@@ -92,10 +95,11 @@ class CaptureStats:
     transactions: int = 0
     events: int = 0
     dead_letters: int = 0
+    truncates_skipped: int = 0  # as Debezium's default skipped.operations=t
     peeks: int = 0
     reconnects: int = 0
     advanced_lsn: int | None = None
-    errors: list[str] = field(default_factory=list)
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=100))  # newest kept
 
 
 class CdcCapture:
@@ -111,7 +115,7 @@ class CdcCapture:
         self.bootstrap = bootstrap
         self.stats = CaptureStats()
         self.ready = asyncio.Event()  # set once streaming (after any snapshot) begins
-        self.tracker = AckTracker()
+        self.tracker = self._new_tracker()
         self.source = CaptureSource(name=settings.cdc_topic_prefix, db="")
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
@@ -119,6 +123,10 @@ class CdcCapture:
         self._seen_relations: dict[int, Relation] = {}
         self._last_commit_lsn: int | None = None
         self._last_advance = time.monotonic()
+
+    def _new_tracker(self) -> AckTracker:
+        """A tracker that dead-letters records Kafka rejects for good instead of failing."""
+        return AckTracker(redirect=self._redirect_rejected)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Capture until ``stop`` is set; rebuild the session after transient errors."""
@@ -144,7 +152,7 @@ class CdcCapture:
                     attempt += 1
                     log.warning("cdc: %s: %s; resuming from the slot in %.1fs",
                                 type(exc).__name__, str(exc)[:200], delay)
-                    self.tracker = AckTracker()  # unacked events will be replayed
+                    self.tracker = self._new_tracker()  # unacked events will be replayed
                     try:
                         await asyncio.wait_for(stop.wait(), delay)
                     except TimeoutError:
@@ -195,17 +203,20 @@ class CdcCapture:
         s = self.settings
         topic = cdc_state.state_topic(s.topic_prefix)
         key = cdc_state.state_key(database, s.cdc_slot)
-        completed = False
+        names = [t.qualified for t in tables]
+        done: set[str] = set()
         if s.cdc_snapshot_mode == "initial" and not created:
             await create_topics_async(self.bootstrap, [cdc_state.state_spec(s.topic_prefix)])
             state = await cdc_state.load_state(self.bootstrap, topic, key,
                                                profile.consumer_options(s))
-            completed = cdc_state.snapshot_completed(state)
-        if not needs_snapshot(s.cdc_snapshot_mode, created, completed):
+            done = cdc_state.snapshotted_tables(state, names)
+        wanted = set(tables_to_snapshot(s.cdc_snapshot_mode, created, done, names))
+        if not wanted:
             return
         rows = 0
         self.stats.snapshot_started_at = time.time()
-        reads = snapshot_events(conn, tables, self.source, s.cdc_page_rows)
+        reads = snapshot_events(conn, [t for t in tables if t.qualified in wanted],
+                                self.source, s.cdc_page_rows)
         async with contextlib.aclosing(reads):
             async for event in reads:
                 await self._send(event)
@@ -217,9 +228,9 @@ class CdcCapture:
         await create_topics_async(self.bootstrap, [cdc_state.state_spec(s.topic_prefix)])
         assert self._producer is not None
         await cdc_state.save_state(self._producer, topic, key, cdc_state.snapshot_record(
-            await pg.confirmed_lsn(conn, s.cdc_slot), rows))
+            await pg.confirmed_lsn(conn, s.cdc_slot), rows, done | wanted))
         self.stats.snapshot_done_at = time.time()
-        log.info("cdc: snapshot of %d tables done: %d rows", len(tables), rows)
+        log.info("cdc: snapshot of %d tables done: %d rows", len(wanted), rows)
 
     async def _stream(self, conn: asyncpg.Connection, control: asyncpg.Connection,
                       stop: asyncio.Event) -> None:
@@ -273,7 +284,12 @@ class CdcCapture:
             if isinstance(message, Relation):
                 await self._learn(message, control)
             return begin
-        if isinstance(message, Insert | Update | Delete | Truncate):
+        if isinstance(message, Truncate):
+            # no row key to send it under on a compacted topic: skipped, as Debezium does
+            self.stats.truncates_skipped += len(message.relation_oids)
+            log.info("cdc: skipped a TRUNCATE of %d tables", len(message.relation_oids))
+            return begin
+        if isinstance(message, Insert | Update | Delete):
             self.stats.changes += 1
             position = ChangePosition(
                 lsn=int(row["lsn"]), tx_id=begin.xid if begin else int(row["xid"]),
@@ -305,26 +321,44 @@ class CdcCapture:
     async def _send(self, event: ChangeEvent) -> None:
         assert self._producer is not None
         key, value = encode_event(event)
+        if key is None:  # a compacted topic refuses it, and the session would replay forever
+            await self._dead_letter("keyless", f"{event.topic}: event without a record key",
+                                    value or b"")
+            return
         try:
             future = await self._producer.send(event.topic, value, key=key)
         except MessageSizeTooLargeError as exc:
             await self._dead_letter("oversize", f"{event.topic}: {exc}", value or b"", key)
             return
-        self.tracker.add(future)
+        self.tracker.add(future, (event.topic, key, value))
         self.stats.events += 1
+
+    async def _redirect_rejected(self, record: Record, exc: BaseException
+                                 ) -> asyncio.Future[Any]:
+        """A record the broker refused for good (non-retriable error on its future): its
+        dead letter's ack future, which the tracker counts in the record's place."""
+        topic, key, value = record
+        return await self._send_dead_letter("rejected", f"{topic}: {type(exc).__name__}: "
+                                            f"{exc}", value or b"", key)
 
     async def _dead_letter(self, reason: str, detail: str, original: bytes,
                            key: bytes | None = None) -> None:
         """Input capture cannot turn into an event goes to the dead-letter topic, counted
         like an event so the slot still moves past it once Kafka has it."""
+        self.tracker.add(await self._send_dead_letter(reason, detail, original, key))
+
+    async def _send_dead_letter(self, reason: str, detail: str, original: bytes,
+                                key: bytes | None = None) -> asyncio.Future[Any]:
+        """Produce one dead letter; the caller decides how its ack is tracked."""
         assert self._producer is not None
         self.stats.dead_letters += 1
         log.warning("cdc: dead-lettered a change: %s %s", reason, detail[:200])
         letter = DeadLetter.of(STAGE, reason, detail, bytes(original)[:100_000],
                                f"slot {self.settings.cdc_slot}", key)
         dead = TopicNames(self.settings.topic_prefix).dead_letters
-        self.tracker.add(await self._producer.send(
-            dead, letter.dumps(serializer="json"), key=STAGE.encode()))
+        future: asyncio.Future[Any] = await self._producer.send(
+            dead, letter.dumps(serializer="json"), key=STAGE.encode())
+        return future
 
     async def _advance(self, control: asyncpg.Connection, force: bool) -> None:
         if not force and time.monotonic() - self._last_advance < ADVANCE_EVERY_SECONDS:

@@ -245,7 +245,8 @@ def test_snapshot_modes_and_truncate(
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """initial: once per slot (recorded in Kafka); always: at every start; never: not even
-    on a new slot. A TRUNCATE becomes an op ``t`` event without a key."""
+    on a new slot. A TRUNCATE is skipped and counted (Debezium's default): its event
+    would have no key, which a compacted topic refuses."""
     dsn = new_database(postgres_module)
     topic = f"{unique_prefix}.public.events"
 
@@ -265,20 +266,54 @@ def test_snapshot_modes_and_truncate(
                   await reads_after("always", main), await reads_after("never", other)]
         conn = await asyncpg.connect(dsn)
         try:
-            async with running_capture(settings("never", main), embedded_broker.bootstrap):
+            async with running_capture(settings("never", main),
+                                       embedded_broker.bootstrap) as capture:
                 await conn.execute("TRUNCATE public.events")
+                await conn.execute("INSERT INTO public.events VALUES (1000, 'after')")
                 records = await read_topic_until(
                     embedded_broker.bootstrap, topic,
-                    lambda r: any((payload(x) or {}).get("op") == "t" for x in r))
+                    lambda r: any((payload(x) or {}).get("op") == "c" for x in r))
+                assert capture.stats.truncates_skipped == 1
         finally:
             await conn.close()
-        truncates = [r for r in records if (payload(r) or {}).get("op") == "t"]
-        assert len(truncates) == 1 and truncates[0].key is None
-        body = payload(truncates[0])
-        assert body is not None and body["before"] is None and body["after"] is None
-        assert body["source"]["table"] == "events"
+        assert not [r for r in records if (payload(r) or {}).get("op") == "t"]
+        assert all(r.key is not None for r in records)
         reads = sum(1 for r in records if (payload(r) or {}).get("op") == "r")
         assert reads == 20  # the initial snapshot and the "always" one
         return counts
 
     assert asyncio.run(scenario()) == [10, 0, 10, 0]
+
+
+def test_a_table_added_to_an_existing_slot_is_snapshotted(
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    tmp_path: Path, unique_prefix: str,
+) -> None:
+    """The state records which tables were snapshotted, so a table captured later by the
+    same slot gets its rows read once, and the tables done before are not read again."""
+    dsn = new_database(postgres_module)
+
+    def settings(tables: str) -> Settings:
+        return capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+                                cdc_tables=tables, cdc_snapshot_mode="initial")
+
+    async def scenario() -> list[int]:
+        await setup_table(dsn, initial=10)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("CREATE TABLE public.later (id int PRIMARY KEY)")
+            await conn.execute("INSERT INTO public.later SELECT generate_series(1, 3)")
+        finally:
+            await conn.close()
+        counts = []
+        for tables in ("public.events", "public.events,public.later",
+                       "public.events,public.later"):
+            async with running_capture(settings(tables), embedded_broker.bootstrap) as c:
+                counts.append(c.stats.snapshot_rows)
+        records = await read_topic_until(
+            embedded_broker.bootstrap, f"{unique_prefix}.public.later",
+            lambda r: len(r) >= 3)
+        assert sorted(row_ids(records)) == [1, 2, 3]
+        return counts
+
+    assert asyncio.run(scenario()) == [10, 3, 0]

@@ -154,7 +154,7 @@ def test_slot_and_publication_names_are_checked() -> None:
 
 
 @pytest.mark.parametrize(("identity", "key", "problem"), [
-    ("d", ("id",), False), ("f", (), False), ("i", (), False),
+    ("d", ("id",), False), ("f", ("id",), False), ("i", ("id",), False),
     ("d", (), True), ("n", ("id",), True),
 ])
 def test_identity_problem(identity: str, key: tuple[str, ...], problem: bool) -> None:
@@ -162,6 +162,16 @@ def test_identity_problem(identity: str, key: tuple[str, ...], problem: bool) ->
     assert (message is not None) is problem
     if message:
         assert "\n" not in message and "ALTER TABLE public.t REPLICA IDENTITY FULL" in message
+
+
+@pytest.mark.parametrize("identity", ["f", "i"])
+def test_a_table_without_primary_key_is_refused_even_with_a_replica_identity(
+        identity: str) -> None:
+    """Its records would have no key, which a compacted change topic refuses."""
+    message = identity_problem(CapturedTable(1, "public", "t", identity, ()))
+    assert message == ("table public.t has no primary key, which CDC needs as the record "
+                       "key of its compacted topic: run ALTER TABLE public.t ADD PRIMARY "
+                       "KEY (...)")
 
 
 def test_capture_refuses_to_start_without_a_database() -> None:

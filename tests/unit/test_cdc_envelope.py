@@ -184,5 +184,5 @@ def test_change_events_decode_pgoutput_messages() -> None:
     deleted, tombstone = change_events(Delete(16384, "K", row), cache, SOURCE, POSITION,
                                        key_columns={16384: ["id"]})
     assert deleted.key == tombstone.key == {"id": 1}
-    truncated = change_events(Truncate((16384, 16390), False, False), cache, SOURCE, POSITION)
-    assert [e.topic for e in truncated] == ["edge.public.sensors", "edge.ops.alarms"]
+    # a truncate has no key a compacted topic would take: skipped, as Debezium does
+    assert change_events(Truncate((16384, 16390), False, False), cache, SOURCE, POSITION) == []
