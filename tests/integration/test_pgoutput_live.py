@@ -272,7 +272,7 @@ async def test_envelopes_field_by_field(db: asyncpg.Connection) -> None:
         (topic, {"id": 2}, "d"), (topic, {"id": 2}, None), (topic, {"id": 20}, "c"),
         (topic, {"id": 1}, "u"),
         (topic, {"id": 20}, "d"), (topic, {"id": 20}, None),
-        (topic, None, "t"),
+        # the truncate yields nothing: skipped, as Debezium does (compacted topics need keys)
         (topic, {"id": 4}, "c"), (topic, {"id": 4}, "u"), (topic, {"id": 4}, "d"),
         (topic, {"id": 4}, None),
     ]
@@ -312,7 +312,7 @@ async def test_envelopes_field_by_field(db: asyncpg.Connection) -> None:
     assert toast_update["payload"]["after"]["amount"] == "5.0000"
     key_delete = events[4][2].value
     assert key_delete is not None and key_delete["payload"]["before"]["id"] == 2
-    full_delete = events[13][2].value
+    full_delete = events[12][2].value
     assert full_delete is not None
     assert full_delete["payload"]["before"]["label"] == "full"
     assert full_delete["payload"]["before"]["score"] == 5.0
