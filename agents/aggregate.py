@@ -10,7 +10,6 @@ from typing import Any
 from edgewise.agents.route import route_low_confidence
 from edgewise.app.context import StageContext
 from edgewise.app.records import PredictionBatch
-from edgewise.app.wire import decode_prediction_batch
 from edgewise.tables import device_windows
 from edgewise.tables.windows import WindowSpec, fold_batch
 
@@ -38,12 +37,9 @@ def register(ctx: StageContext) -> None:
     spec = device_windows.window_spec(ctx)
     source = ctx.names.predictions
 
-    def decode(raw: bytes) -> PredictionBatch:
-        return decode_prediction_batch(raw, settings.max_message_bytes)
-
     @ctx.app.agent(ctx.topic(source), name="edgewise.aggregate")
     async def aggregate(stream: Any) -> None:
-        async for batch in ctx.decoded(stream, STAGE, source, decode):
+        async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
             state, counted = fold_prediction_batch(
                 table.get(batch.device), batch, spec, settings.low_confidence,
                 settings.min_margin)

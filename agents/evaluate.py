@@ -12,7 +12,6 @@ from typing import Any
 
 from edgewise.app.context import StageContext
 from edgewise.app.records import PredictionBatch
-from edgewise.app.wire import decode_prediction_batch
 from edgewise.tables import evaluation
 from edgewise.tables.evaluation import EvaluationSpec, fold_evaluation
 
@@ -29,17 +28,13 @@ def evaluate_batch(state: dict[str, Any] | None, batch: PredictionBatch,
 
 def register(ctx: StageContext) -> None:
     """Attach the evaluation table, its view and the evaluate agent to the app."""
-    settings = ctx.settings
     table = evaluation.define(ctx)
     spec = evaluation.evaluation_spec(ctx)
     source = ctx.names.predictions
 
-    def decode(raw: bytes) -> PredictionBatch:
-        return decode_prediction_batch(raw, settings.max_message_bytes)
-
     @ctx.app.agent(ctx.topic(source), name="edgewise.evaluate")
     async def evaluate(stream: Any) -> None:
-        async for batch in ctx.decoded(stream, STAGE, source, decode):
+        async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
             if not (batch.true_labels >= 0).any():
                 continue
             state, counted = evaluate_batch(table.get(batch.device), batch, spec)

@@ -13,7 +13,6 @@ import numpy as np
 
 from edgewise.app.context import StageContext
 from edgewise.app.records import PredictionBatch, ReviewItem, top_k_pairs
-from edgewise.app.wire import decode_prediction_batch
 
 STAGE = "route"
 
@@ -61,12 +60,9 @@ def register(ctx: StageContext) -> None:
     source = ctx.names.predictions
     review = ctx.topic(ctx.names.review)
 
-    def decode(raw: bytes) -> PredictionBatch:
-        return decode_prediction_batch(raw, settings.max_message_bytes)
-
     @ctx.app.agent(ctx.topic(source), name="edgewise.route")
     async def route(stream: Any) -> None:
-        async for batch in ctx.decoded(stream, STAGE, source, decode):
+        async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
             items = review_items(batch, settings.low_confidence, settings.min_margin)
             for item in items:
                 await review.send(key=item.id.encode(), value=item.dumps(serializer="json"))

@@ -11,9 +11,10 @@ import faust
 
 from edgewise.app.frames import BadInput
 from edgewise.app.metrics import StageMetrics
-from edgewise.app.records import DeadLetter
+from edgewise.app.records import DeadLetter, PredictionBatch
 from edgewise.app.settings import Settings
 from edgewise.app.topics import TopicNames
+from edgewise.app.wire import decode_prediction_batch
 
 log = logging.getLogger("edgewise")
 T = TypeVar("T")
@@ -57,6 +58,10 @@ class StageContext:
         await self.topic(self.names.dead_letters).send(
             key=stage.encode(), value=letter.dumps(serializer="json")
         )
+
+    def decode_predictions(self, raw: bytes) -> PredictionBatch:
+        """A prediction batch from the predictions topic, within the size limit."""
+        return decode_prediction_batch(raw, self.settings.max_message_bytes)
 
     async def decoded(
         self, stream: AsyncIterable[bytes], stage: str, source: str,

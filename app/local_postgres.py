@@ -35,6 +35,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from edgewise.app.processes import free_port, log_tail, stop_process
+
 SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "127.0.0.1",
     "wal_level": "logical",
@@ -84,11 +86,7 @@ def find_postgres_bin_dir() -> Path:
     )
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """Ask the OS for a port nobody listens on (bind to port 0), then release it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+free_tcp_port = free_port  # the name the fixtures and tests import
 
 
 def _server_account() -> pwd.struct_passwd | None:
@@ -160,16 +158,9 @@ class PostgresServer:
 
     def stop(self, timeout: float = 15.0) -> None:
         """Fast shutdown by PID (SIGINT); SIGKILL if it has not exited within ``timeout``."""
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout)
+        stop_process(self._process, timeout, sig=signal.SIGINT)
         self._process = None
         _running.pop(self.pid, None)
 
@@ -198,11 +189,7 @@ class PostgresServer:
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the server log, for error messages that explain a failed start."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines, missing="(no server log)")
 
     def _launch(self, timeout: float) -> None:
         """Start the postmaster and wait until it completes a startup handshake."""

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from edgewise.app.processes import die_with_parent, free_port, stop_process
+from edgewise.app.processes import die_with_parent, free_port, log_tail, stop_process
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -149,10 +150,7 @@ class MosquittoBroker:
 
     def kill(self) -> None:
         """SIGKILL the broker by PID, as a crash would: no final persistence save."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_process(self._process, sig=signal.SIGKILL)
         self._process = None
 
     def restart(self, timeout: float = 10.0) -> None:
@@ -162,9 +160,7 @@ class MosquittoBroker:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the broker's log, for error messages."""
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> MosquittoBroker:
         self.start()

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -37,6 +38,15 @@ def stop_process(
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
+
+
+def log_tail(path: Path, lines: int = 30, missing: str = "(no log)") -> str:
+    """The last lines of a child's log file, for error messages about a failed start."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return missing
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def free_port(host: str = "127.0.0.1") -> int:

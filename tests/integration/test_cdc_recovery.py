@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.processes import stop_process
 from edgewise.app.settings import Settings
 from tests.fixtures.cdc import (
     capture_settings,
@@ -25,7 +26,6 @@ from tests.fixtures.cdc import (
     running_capture,
     slot_name,
     start_cdc_process,
-    stop_process,
 )
 from tests.fixtures.postgres import PostgresServer
 
@@ -125,9 +125,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
             embedded_broker.bootstrap, topic,
             lambda r: set(row_ids(r)) >= expected, timeout=90))
     finally:
-        stop_process(first)
+        stop_process(first, 20.0)
         if second is not None:
-            stop_process(second)
+            stop_process(second, 20.0)
     counts = collections.Counter(row_ids(records))
     missing = expected - set(counts)
     assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:10]}"
