@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgewise.agents.route import route_low_confidence
-from edgewise.app.context import StageContext
-from edgewise.app.records import PredictionBatch
+from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import PredictionBatch
+from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
 from edgewise.tables.windows import WindowSpec, fold_batch
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgewise.app.context import StageContext
-from edgewise.app.records import PredictionBatch
+from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import PredictionBatch
 from edgewise.tables import evaluation
 from edgewise.tables.evaluation import EvaluationSpec, fold_evaluation
 

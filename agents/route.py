@@ -11,27 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.app.context import StageContext
-from edgewise.app.records import PredictionBatch, ReviewItem, top_k_pairs
+from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import PredictionBatch, ReviewItem, top_k_pairs
+from edgewise.models.review_rule import review_reasons, route_low_confidence
 
 STAGE = "route"
-
-
-def route_low_confidence(
-    confidence: np.ndarray, margins: np.ndarray, low_confidence: float, min_margin: float
-) -> np.ndarray:
-    """Mask of the predictions a person should review."""
-    return (confidence < low_confidence) | (margins < min_margin)
-
-
-def review_reasons(confidence: float, margin: float, low: float, min_margin: float) -> str:
-    """Why one prediction was routed, for the person reviewing it."""
-    reasons = []
-    if confidence < low:
-        reasons.append(f"confidence {confidence:.2f} < {low:.2f}")
-    if margin < min_margin:
-        reasons.append(f"top-2 margin {margin:.2f} < {min_margin:.2f}")
-    return "; ".join(reasons)
 
 
 def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[ReviewItem]:

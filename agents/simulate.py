@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.app.context import StageContext
-from edgewise.app.records import SampleBatch
-from edgewise.app.wire import encode_sample_batch
+from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import SampleBatch
+from edgewise.app.core.wire import encode_sample_batch
 from edgewise.models.digits import digit_images, make_harder
 
 STAGE = "simulate"

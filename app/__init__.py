@@ -1,1 +1,2 @@
-"""edgewise.app"""
+"""edgewise.app: ``core`` and ``services`` (the floor), ``adapters``, and ``run``, ``cli`` and
+``bench`` (the roof)."""

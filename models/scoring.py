@@ -1,11 +1,22 @@
-"""Scoring whole batches: one vectorised ``predict_proba`` call, then top-k by array maths."""
+"""Scoring whole batches: one vectorised ``predict_proba`` call, then top-k by array maths.
+
+The hub's score stage and the edge device run the same code: :class:`ModelHolder` serves
+a registry version and :func:`predict_batches` scores many sample batches in one call.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from edgewise.app.core.records import PredictionBatch, SampleBatch
+from edgewise.models.registry import ModelMeta, ModelRegistry
+
+log = logging.getLogger("edgewise.score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,3 +47,46 @@ def score_rows(model: Any, features: np.ndarray, top_k: int) -> Scores:
         labels=top_labels[:, 0].copy(), confidence=top_probs[:, 0].copy(),
         top_labels=np.ascontiguousarray(top_labels), top_probs=np.ascontiguousarray(top_probs),
     )
+
+
+class ModelHolder:
+    """The model being served, swapped when the registry has a newer version."""
+
+    def __init__(self, registry: ModelRegistry, name: str) -> None:
+        self.registry = registry
+        self.name = name
+        self.model: Any = None
+        self.meta: ModelMeta | None = None
+
+    def refresh(self) -> bool:
+        """Load the newest version if it is not the one served; True when swapped."""
+        latest = self.registry.latest(self.name)
+        if latest is None or (self.meta is not None and self.meta.version == latest):
+            return False
+        model, meta = self.registry.load(self.name, latest)
+        self.model, self.meta = model, meta
+        log.warning("score: serving model %s v%d", meta.name, meta.version)
+        return True
+
+
+def predict_batches(
+    model: Any, meta: ModelMeta, batches: list[SampleBatch], top_k: int, now: float | None = None
+) -> list[PredictionBatch]:
+    """Score many batches with one model call and split the answers back per batch."""
+    features = np.concatenate([b.features() for b in batches])
+    scores = score_rows(model, features, top_k)
+    scored_at = time.time() if now is None else now
+    out = []
+    start = 0
+    for batch in batches:
+        end = start + len(batch)
+        out.append(PredictionBatch(
+            device=batch.device, kind=batch.kind, model=meta.name, model_version=meta.version,
+            ids=batch.ids, timestamps=batch.timestamps, true_labels=batch.labels,
+            labels=scores.labels[start:end], confidence=scores.confidence[start:end],
+            top_labels=scores.top_labels[start:end], top_probs=scores.top_probs[start:end],
+            latency_ms=((scored_at - batch.timestamps) * 1000.0).astype(np.float32),
+            pixels=batch.pixels, scored_at=scored_at,
+        ))
+        start = end
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from aiohttp import web as aioweb
 
-from edgewise.app.context import StageContext, json_schema
+from edgewise.app.core.context import StageContext, json_schema
 from edgewise.tables.windows import WindowSpec, window_view
 
 TABLE = "device_windows"

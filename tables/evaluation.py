@@ -33,7 +33,7 @@ from typing import Any
 import faust
 import numpy as np
 
-from edgewise.app.context import StageContext, json_schema
+from edgewise.app.core.context import StageContext, json_schema
 from edgewise.tables.windows import id_hashes
 
 TABLE = "evaluation"

@@ -8,10 +8,10 @@ from typing import Any
 import faust
 from aiohttp import web as aioweb
 
-from edgewise.app.context import StageContext, json_schema
-from edgewise.app.frames import BadInput
-from edgewise.app.images import review_png
-from edgewise.app.object_store import ImageStore, ObjectNotFound, store_for
+from edgewise.app.adapters.object_store import ImageStore, ObjectNotFound, store_for
+from edgewise.app.adapters.review_images import review_png
+from edgewise.app.core.context import StageContext, json_schema
+from edgewise.app.core.frames import BadInput
 
 TABLE = "review_queue"
 MAX_LIMIT = 1000

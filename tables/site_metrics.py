@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from aiohttp import web as aioweb
 
-from edgewise.app.context import StageContext, json_schema
+from edgewise.app.core.context import StageContext, json_schema
 
 TABLE = "site_metrics"
 DEVICE_FIELDS = ("window_end", "frames", "count", "scored", "low", "conf_sum", "conf_min",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings, load_settings
+from edgewise.app.core.settings import Settings, load_settings
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.digits import train_digits
 from edgewise.models.registry import ModelRegistry
 

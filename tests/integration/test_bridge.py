@@ -21,11 +21,11 @@ import orjson
 import pytest
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.edge_wire import FaceMessage
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames
-from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.adapters.mqtt_payloads import FaceMessage
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.faces import encode_png
 from edgewise.models.registry import ModelRegistry
 from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge

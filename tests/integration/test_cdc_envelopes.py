@@ -26,7 +26,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from confluent_kafka import Consumer
 
-from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.cdc import (
     capture_settings,
     key_of,

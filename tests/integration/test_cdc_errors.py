@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from edgewise.app.embedded_broker import EmbeddedBroker
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.cdc import (
     new_database,
     postgres_module,  # noqa: F401  (module fixture)

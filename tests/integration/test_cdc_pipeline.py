@@ -16,9 +16,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from edgewise.app.db_load import split_digits
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings
+from edgewise.agents.cdc.db_load import split_digits
+from edgewise.app.core.settings import Settings
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.registry import ModelRegistry
 from tests.fixtures.cdc import (
     new_database,

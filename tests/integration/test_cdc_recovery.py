@@ -13,9 +13,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.processes import stop_process
-from edgewise.app.settings import Settings
+from edgewise.app.core.settings import Settings
+from edgewise.app.services.embedded_broker import EmbeddedBroker
+from edgewise.app.services.processes import stop_process
 from tests.fixtures.cdc import (
     capture_settings,
     new_database,

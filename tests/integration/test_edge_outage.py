@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge
 from tests.fixtures.kafka import env_for
 from tests.fixtures.mosquitto import MosquittoBroker

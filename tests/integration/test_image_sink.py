@@ -17,10 +17,10 @@ import pytest
 from aiobotocore.session import get_session
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames
-from edgewise.app.wire import encode_sample_batch
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.wire import encode_sample_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.edge import spawn, start_bridge
 from tests.fixtures.kafka import env_for, produce, start_worker
 from tests.fixtures.mosquitto import MosquittoBroker

@@ -8,8 +8,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edgewise.app.mqtt_broker import AmqttBroker, accepts_tcp, local_mqtt_broker
-from edgewise.app.mqtt_topics import mqtt_address
+from edgewise.app.adapters.mqtt_topics import mqtt_address
+from edgewise.app.services.mqtt_broker import AmqttBroker, accepts_tcp, local_mqtt_broker
 
 pytestmark = pytest.mark.integration
 

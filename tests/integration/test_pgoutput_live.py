@@ -23,14 +23,14 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from edgewise.agents.cdc_envelope import (
+from edgewise.agents.cdc.envelope import (
     CaptureSource,
     ChangeEvent,
     ChangePosition,
     change_events,
     snapshot_event,
 )
-from edgewise.agents.pgoutput import (
+from edgewise.agents.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
     Commit,

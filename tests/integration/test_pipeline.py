@@ -11,14 +11,14 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.agents.route import route_low_confidence
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.frames import KIND_SAMPLES, encode_frame
-from edgewise.app.records import PredictionBatch, SampleBatch
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames, create_topics, topic_specs
-from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.core.frames import KIND_SAMPLES, encode_frame
+from edgewise.app.core.records import PredictionBatch, SampleBatch
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
+from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
+from edgewise.models.review_rule import route_low_confidence
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
 
 STAGES = ["score", "route", "review", "aggregate"]

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.embedded_broker import EmbeddedBroker
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames, create_topics, topic_specs
-from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
+from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgewise.app.backoff import Backoff
+from edgewise.app.core.backoff import Backoff
 
 
 def test_doubles_up_to_the_cap_without_jitter() -> None:

@@ -9,9 +9,9 @@ import orjson
 import pytest
 from aiokafka.errors import KafkaError
 
-from edgewise.agents import bridge as bridge_module
-from edgewise.agents.bridge import Bridge, check_acked
-from edgewise.app.settings import Settings
+from edgewise.agents.edge import bridge as bridge_module
+from edgewise.agents.edge.bridge import Bridge, check_acked
+from edgewise.app.core.settings import Settings
 
 
 class FakeProducer:

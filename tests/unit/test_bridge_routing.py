@@ -8,17 +8,17 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.agents.bridge import parse_model_update, route_message
-from edgewise.agents.score import predict_batches
+from edgewise.agents.edge.bridge import parse_model_update, route_message
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.edge_wire import FaceMessage, encode_metrics
-from edgewise.app.frames import BadInput
-from edgewise.app.settings import Settings
-from edgewise.app.topics import TopicNames
-from edgewise.app.wire import encode_prediction_batch, encode_sample_batch
+from edgewise.app.adapters.mqtt_payloads import FaceMessage, encode_metrics
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.digits import train_digits
 from edgewise.models.faces import encode_png
 from edgewise.models.registry import ModelMeta
+from edgewise.models.scoring import predict_batches
 
 SETTINGS = Settings(topic_prefix="p", max_message_bytes=50_000, max_image_side=512)
 NAMES = TopicNames("p")

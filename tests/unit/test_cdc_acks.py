@@ -13,10 +13,10 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from edgewise.agents.cdc_acks import AckTracker, Record, SendCancelled, is_rejection
-from edgewise.agents.cdc_envelope import ChangeEvent
-from edgewise.agents.ingest_cdc import TRANSIENT_ERRORS, CdcCapture
-from edgewise.app.settings import Settings
+from edgewise.agents.cdc.acks import AckTracker, Record, SendCancelled, is_rejection
+from edgewise.agents.cdc.capture import TRANSIENT_ERRORS, CdcCapture
+from edgewise.agents.cdc.envelope import ChangeEvent
+from edgewise.app.core.settings import Settings
 
 
 async def test_a_cancelled_send_is_an_error_not_a_hang() -> None:

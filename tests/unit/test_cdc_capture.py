@@ -7,9 +7,11 @@ import asyncio
 import orjson
 import pytest
 
-from edgewise.agents.cdc_acks import AckTracker, advance_slot_after_ack
-from edgewise.agents.cdc_envelope import ChangeEvent
-from edgewise.agents.cdc_postgres import (
+from edgewise.agents.cdc.acks import AckTracker, advance_slot_after_ack
+from edgewise.agents.cdc.capture import CdcCapture, encode_event
+from edgewise.agents.cdc.envelope import ChangeEvent, cdc_topic_spec
+from edgewise.agents.cdc.pgoutput import Relation, RelationColumn
+from edgewise.agents.cdc.postgres import (
     CapturedTable,
     CdcSetupError,
     check_name,
@@ -19,15 +21,9 @@ from edgewise.agents.cdc_postgres import (
     quote_ident,
     redact_dsn,
 )
-from edgewise.agents.cdc_snapshot import needs_snapshot, snapshot_marker, snapshot_query
-from edgewise.agents.ingest_cdc import (
-    CdcCapture,
-    cdc_topic_spec,
-    encode_event,
-    reconnect_delay,
-)
-from edgewise.agents.pgoutput import Relation, RelationColumn
-from edgewise.app.settings import Settings
+from edgewise.agents.cdc.snapshot import needs_snapshot, snapshot_marker, snapshot_query
+from edgewise.app.core.backoff import Backoff
+from edgewise.app.core.settings import Settings
 
 # -- advance_slot_after_ack ----------------------------------------------------------------
 
@@ -100,8 +96,12 @@ async def test_tracker_raises_a_failed_send_and_never_covers_it() -> None:
 
 
 def test_reconnect_delay_doubles_up_to_the_cap() -> None:
-    assert [reconnect_delay(i, 1.0) for i in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    assert reconnect_delay(10_000, 5.0) == 5.0
+    settings = Settings(cdc_reconnect_max_seconds=1.0)
+    backoff = Backoff(settings.reconnect_min_seconds, settings.cdc_reconnect_max_seconds,
+                      jitter=0.0)
+    assert [backoff.next() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
+    backoff.attempts = 10_000
+    assert backoff.next() == 1.0
 
 
 def test_events_encode_as_payload_envelopes() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from edgewise.agents.cdc_envelope import (
+from edgewise.agents.cdc.envelope import (
     UNAVAILABLE_VALUE,
     CaptureSource,
     ChangeEvent,
@@ -26,7 +26,7 @@ from edgewise.agents.cdc_envelope import (
     truncate_event,
     update_events,
 )
-from edgewise.agents.pgoutput import (
+from edgewise.agents.cdc.pgoutput import (
     UNCHANGED_TOAST,
     ColumnValue,
     Delete,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edgewise.agents.cdc_snapshot import tables_to_snapshot
-from edgewise.agents.cdc_state import snapshot_record, snapshotted_tables
+from edgewise.agents.cdc.snapshot import tables_to_snapshot
+from edgewise.agents.cdc.state import snapshot_record, snapshotted_tables
 
 TABLES = ["public.a", "public.b"]
 

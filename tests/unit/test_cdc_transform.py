@@ -9,18 +9,17 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.agents.cdc_transform import (
+from edgewise.agents.cdc.rows import (
     RowMapping,
     RowSample,
     change_to_sample,
     mapping_from_settings,
-    pack_samples,
     parse_shape,
-    transform_topics,
 )
-from edgewise.app.frames import BadInput
-from edgewise.app.settings import Settings
-from edgewise.app.wire import validate_sample_batch
+from edgewise.agents.cdc.transform import pack_samples, transform_topics
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.wire import validate_sample_batch
 
 MAPPING = RowMapping("id", "label", "pixels", (8, 8), "digits")
 PIXELS = (np.arange(64) % 17).astype(np.uint8)

@@ -6,7 +6,7 @@ import collections
 
 import numpy as np
 
-from edgewise.app.db_load import (
+from edgewise.agents.cdc.db_load import (
     chunked,
     create_table_sql,
     digit_rows,

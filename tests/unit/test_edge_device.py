@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgewise.agents.edge import EdgeDevice, EdgeOptions
-from edgewise.agents.edge_sources import (
+from edgewise.agents.edge.device import EdgeDevice, EdgeOptions
+from edgewise.agents.edge.sources import (
     DigitSource,
     EdgeSourceError,
     SourceSpec,
@@ -20,10 +20,14 @@ from edgewise.agents.edge_sources import (
     parse_source,
     sample_portraits,
 )
-from edgewise.app.edge_wire import ModelCommand, parse_face_payload, parse_metrics_payload
-from edgewise.app.frames import KIND_SAMPLES, decode_frame
-from edgewise.app.settings import Settings
-from edgewise.app.wire import decode_prediction_batch, decode_sample_batch
+from edgewise.app.adapters.mqtt_payloads import (
+    ModelCommand,
+    parse_face_payload,
+    parse_metrics_payload,
+)
+from edgewise.app.core.frames import KIND_SAMPLES, decode_frame
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.wire import decode_prediction_batch, decode_sample_batch
 from edgewise.models.faces import detect_faces
 from edgewise.models.model_sync import export_version
 from edgewise.models.registry import ModelRegistry, RegistryError

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.edge_wire import (
+from edgewise.app.adapters.mqtt_payloads import (
     FaceMessage,
     ModelCommand,
     encode_metrics,
@@ -22,8 +22,8 @@ from edgewise.app.edge_wire import (
     png_size,
     with_header_fields,
 )
-from edgewise.app.frames import KIND_SAMPLES, BadInput, decode_frame
-from edgewise.app.wire import decode_sample_batch, encode_sample_batch
+from edgewise.app.core.frames import KIND_SAMPLES, BadInput, decode_frame
+from edgewise.app.core.wire import decode_sample_batch, encode_sample_batch
 from edgewise.models.faces import encode_png
 
 NOW = 1_800_000_000.0

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgewise.agents.evaluate import evaluate_batch
-from edgewise.app.records import PredictionBatch
+from edgewise.app.core.records import PredictionBatch
 from edgewise.tables.evaluation import (
     EvaluationSpec,
     evaluation_view,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
-from edgewise.agents.image_sink import (
+from edgewise.agents.edge.image_sink import (
     StoreRefused,
     ascii_metadata,
     is_permanent,
@@ -18,9 +18,9 @@ from edgewise.agents.image_sink import (
     review_image_job,
     review_metadata,
 )
-from edgewise.agents.review import parse_review_item
-from edgewise.app.backoff import Backoff
-from edgewise.app.frames import BadInput
+from edgewise.app.core.backoff import Backoff
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.review_items import parse_review_item
 
 TS = 1_700_000_000.0
 

@@ -10,12 +10,10 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.agents.image_sink import face_review_item, review_metadata
+from edgewise.agents.edge.image_sink import face_review_item, review_metadata
 from edgewise.agents.review import keep_image_url
-from edgewise.app.edge_wire import FaceMessage
-from edgewise.app.frames import BadInput
-from edgewise.app.images import pixels_png, review_png
-from edgewise.app.object_store import (
+from edgewise.app.adapters.mqtt_payloads import FaceMessage
+from edgewise.app.adapters.object_store import (
     LocalImageStore,
     ObjectNotFound,
     S3ImageStore,
@@ -23,7 +21,9 @@ from edgewise.app.object_store import (
     object_key,
     store_for,
 )
-from edgewise.app.settings import Settings
+from edgewise.app.adapters.review_images import pixels_png, review_png
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.settings import Settings
 
 TS = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
@@ -105,7 +105,7 @@ def test_doubtful_faces_become_review_items_pointing_at_their_crop() -> None:
 
 
 def test_review_image_jobs_skip_stored_and_bad_items() -> None:
-    from edgewise.agents.image_sink import review_image_job
+    from edgewise.agents.edge.image_sink import review_image_job
 
     pixels = np.zeros((8, 8), np.uint8)
     item = {"id": "d-r-1", "device": "d", "model": "digits", "model_version": 1, "label": 3,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgewise.app.mqtt_link import decode_item, encode_item
+from edgewise.app.adapters.mqtt_link import decode_item, encode_item
 
 
 @pytest.mark.parametrize("payload", [b"", b"\x00\x01binary", b"x" * 100_000])

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.agents.edge import LinkFailed, supervised
-from edgewise.app.backoff import Backoff
-from edgewise.app.mqtt_link import MIN_PUBLISH_TIMEOUT, SpoolPublisher, encode_item
-from edgewise.app.spool import Spool, SpoolError
+from edgewise.agents.edge.device import LinkFailed, supervised
+from edgewise.app.adapters.mqtt_link import MIN_PUBLISH_TIMEOUT, SpoolPublisher, encode_item
+from edgewise.app.adapters.spool import Spool, SpoolError
+from edgewise.app.core.backoff import Backoff
 
 
 class FakeClient:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgewise.app.frames import BadInput
-from edgewise.app.mqtt_topics import (
+from edgewise.app.adapters.mqtt_topics import (
     EdgeTopic,
     bridge_subscription,
     check_root,
@@ -18,7 +17,8 @@ from edgewise.app.mqtt_topics import (
     mqtt_address,
     parse_edge_topic,
 )
-from edgewise.app.topics import TopicNames
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.topics import TopicNames
 
 
 def test_edge_topic_round_trips() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from edgewise.agents.pgoutput import (
+from edgewise.agents.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
     ColumnValue,
@@ -35,7 +35,7 @@ from edgewise.agents.pgoutput import (
     lsn_from_text,
     lsn_to_text,
 )
-from edgewise.agents.pgoutput_values import (
+from edgewise.agents.cdc.pgoutput_values import (
     BINARY_DECODERS,
     TEXT_DECODERS,
     decode_binary_value,

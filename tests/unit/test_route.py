@@ -11,9 +11,9 @@ import base64
 import numpy as np
 import pytest
 
-from edgewise.agents.review import parse_review_item
 from edgewise.agents.route import review_items, review_reasons, route_low_confidence
-from edgewise.app.records import PredictionBatch, ReviewItem
+from edgewise.app.core.records import PredictionBatch, ReviewItem
+from edgewise.app.core.review_items import parse_review_item
 
 LOW = 0.5
 MARGIN = 0.25

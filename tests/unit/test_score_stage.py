@@ -21,16 +21,15 @@ import orjson
 import pytest
 
 from edgewise.agents import score
-from edgewise.agents.score import ModelHolder, predict_batches
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.context import StageContext
-from edgewise.app.records import SampleBatch
-from edgewise.app.settings import Settings, load_settings
-from edgewise.app.topics import TopicNames
-from edgewise.app.wire import decode_prediction_batch, encode_sample_batch
+from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import SampleBatch
+from edgewise.app.core.settings import Settings, load_settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
 from edgewise.models.digits import digit_images
 from edgewise.models.registry import ModelRegistry, RegistryError
-from edgewise.models.scoring import score_rows
+from edgewise.models.scoring import ModelHolder, predict_batches, score_rows
 
 T0 = 1_700_000_000.0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edgewise.app.settings import Settings, SettingsError, describe, load_settings
+from edgewise.app.core.settings import Settings, SettingsError, describe, load_settings
 
 
 @pytest.fixture(autouse=True)

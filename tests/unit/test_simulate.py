@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.records import SAMPLE_KINDS
-from edgewise.app.wire import decode_sample_batch, encode_sample_batch
+from edgewise.app.core.records import SAMPLE_KINDS
+from edgewise.app.core.wire import decode_sample_batch, encode_sample_batch
 from edgewise.models.digits import digit_images, make_harder
 
 T0 = 1_700_000_000.0

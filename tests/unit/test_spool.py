@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edgewise.app.spool import Spool, SpoolItemTooLargeError, SpoolLockedError
+from edgewise.app.adapters.spool import Spool, SpoolItemTooLargeError, SpoolLockedError
 
 
 @pytest.fixture
@@ -160,7 +160,7 @@ def test_sequence_numbers_never_go_back_even_after_emptying(spool_path: Path) ->
 
 CRASHING_PRODUCER = """
 import os, signal, sys
-from edgewise.app.spool import Spool
+from edgewise.app.adapters.spool import Spool
 spool = Spool(sys.argv[1], max_items=100, fsync=True)
 spool.put_many([b"written", b"before", b"crash"])
 os.kill(os.getpid(), signal.SIGKILL)  # no close(), no atexit: as abrupt as a power cut
@@ -259,13 +259,13 @@ def test_drops_are_logged_once_per_outage(
     spool_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with Spool(spool_path, max_items=2, fsync=False) as spool:
-        with caplog.at_level(logging.WARNING, logger="edgewise.app.spool"):
+        with caplog.at_level(logging.WARNING, logger="edgewise.app.adapters.spool"):
             spool.put_many(payloads(10))
         assert spool.dropped == 8
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
         spool.ack(spool.peek(1)[0][0])  # the broker is back: the next outage warns again
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="edgewise.app.spool"):
+        with caplog.at_level(logging.WARNING, logger="edgewise.app.adapters.spool"):
             spool.put_many(payloads(3))
         assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 

@@ -9,14 +9,14 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.agents.cdc_transform import RowMapping
-from edgewise.app.settings import Settings
-from edgewise.models.train_topic import (
+from edgewise.agents.cdc.rows import RowMapping
+from edgewise.agents.cdc.train import (
     TopicTrainingError,
     replay_changes,
     train_from_topic,
     training_arrays,
 )
+from edgewise.app.core.settings import Settings
 
 MAPPING = RowMapping("id", "label", "pixels", (8, 8), "digits")
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgewise.agents.aggregate import fold_prediction_batch
-from edgewise.app.records import PredictionBatch
+from edgewise.app.core.records import PredictionBatch
 from edgewise.tables.windows import (
     LATENCY_BASE_MS,
     LATENCY_BUCKETS,

@@ -15,9 +15,15 @@ import numpy as np
 import orjson
 import pytest
 
-from edgewise.app.frames import KIND_PREDICTIONS, KIND_SAMPLES, BadInput, encode_frame, is_frame
-from edgewise.app.records import PredictionBatch, SampleBatch
-from edgewise.app.wire import (
+from edgewise.app.core.frames import (
+    KIND_PREDICTIONS,
+    KIND_SAMPLES,
+    BadInput,
+    encode_frame,
+    is_frame,
+)
+from edgewise.app.core.records import PredictionBatch, SampleBatch
+from edgewise.app.core.wire import (
     MAX_LABEL,
     decode_prediction_batch,
     decode_sample_batch,

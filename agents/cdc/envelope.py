@@ -1,0 +1,365 @@
+"""Debezium-shaped change events from decoded pgoutput changes and snapshot rows.
+
+edgewise's CDC stage emits Debezium's envelope so that any Debezium consumer can read our
+topics (DESIGN.md, "Change events"). Everything here is a pure function returning plain,
+orjson-serialisable dicts; the agent that reads the slot and produces to Kafka stays thin.
+
+Topic ``<prefix>.<schema>.<table>``; key ``{pk column: value}``; value
+``{"payload": {"before", "after", "source", "op", "ts_ms"}}`` with ``op`` ``c`` insert,
+``u`` update, ``d`` delete, ``r`` snapshot read. Change topics are compacted, and Kafka
+refuses a record without a key on them, so nothing keyless is emitted: a TRUNCATE yields
+no event (Debezium's default ``skipped.operations=t``), and the capture refuses tables
+without a primary key at setup (an event whose key is still None is dead-lettered).
+As Debezium does, a delete is followed by a tombstone (same key, value ``None``) so that
+log compaction can drop the row, and an update that changes the primary key becomes a
+delete of the old key, its tombstone and a create of the new key.
+
+Column values are encoded as Debezium's PostgreSQL connector encodes them by default:
+
+- bytea: base64 string (``binary.handling.mode=base64``);
+- numeric: plain decimal string, e.g. ``"-12.3400"`` (``decimal.handling.mode=string``);
+- date: days since 1970-01-01 (``io.debezium.time.Date``);
+- timestamp (no zone): microseconds since 1970-01-01 (``io.debezium.time.MicroTimestamp``;
+  Debezium uses milliseconds for ``timestamp(0..3)``, we always use microseconds);
+- timestamptz: ISO-8601 string in UTC, fraction trimmed, ``"2024-05-01T12:30:00.25Z"``
+  (``io.debezium.time.ZonedTimestamp``);
+- time: microseconds since midnight; interval: microseconds (``MicroTime``/``MicroDuration``);
+- uuid: string; json/jsonb: the JSON text, unparsed (``io.debezium.data.Json``);
+- a TOASTed column an UPDATE did not send: ``"__debezium_unavailable_value"``;
+- float NaN/±Infinity stay Python floats, which orjson writes as ``null``.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
+from decimal import Decimal
+from importlib import metadata
+from typing import Any, Literal, NamedTuple
+
+from edgewise.agents.cdc.pgoutput import (
+    Delete,
+    Insert,
+    Relation,
+    RelationCache,
+    Truncate,
+    UnchangedToast,
+    Update,
+)
+from edgewise.app.core.topics import COMPACT, TopicSpec
+
+UNAVAILABLE_VALUE = "__debezium_unavailable_value"
+"""Debezium's placeholder for a TOASTed value PostgreSQL did not resend."""
+
+SnapshotMarker = Literal["true", "first", "last", "false"]
+"""``source.snapshot``: rows of the initial snapshot say so; streamed changes say "false"."""
+
+_UNIX_EPOCH_DATE = date(1970, 1, 1)
+_UNIX_EPOCH = datetime(1970, 1, 1)
+_UNIX_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def _edgewise_version() -> str:
+    try:
+        return metadata.version("edgewise")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureSource:
+    """Which connector captured a change: fills ``source`` and the topic prefix.
+
+    ``name`` is the logical server name; as in Debezium it is also the topic prefix.
+    """
+
+    name: str
+    db: str
+    version: str = field(default_factory=_edgewise_version)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePosition:
+    """Where a change sits in the WAL and which transaction made it.
+
+    ``lsn`` is the change's own LSN (the ``lsn`` column of the slot function);
+    ``last_commit_lsn`` is the previous transaction's commit LSN, which with ``lsn`` gives
+    Debezium's ``sequence`` so consumers can order and de-duplicate replayed events.
+    """
+
+    lsn: int
+    tx_id: int | None
+    commit_time: datetime
+    last_commit_lsn: int | None = None
+
+
+class ChangeEvent(NamedTuple):
+    """One record to produce: topic, key dict (or None) and value dict (None = tombstone)."""
+
+    topic: str
+    key: dict[str, Any] | None
+    value: dict[str, Any] | None
+
+
+def topic_for(prefix: str, schema: str, table: str) -> str:
+    """Debezium's topic naming, so existing Debezium consumers find our topics."""
+    return f"{prefix}.{schema}.{table}"
+
+
+def cdc_topic_spec(topic: str, partitions: int) -> TopicSpec:
+    """A change topic: compacted, so with tombstones it is a replayable copy of the table."""
+    return TopicSpec(topic, partitions, COMPACT)
+
+
+def _zoned_timestamp(moment: datetime) -> str:
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text.rstrip("0").rstrip(".") + "Z"
+
+
+def json_value(value: Any) -> Any:
+    """One column value in Debezium's JSON encoding (see the module docstring)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            return _zoned_timestamp(value)
+        return (value - _UNIX_EPOCH) // _MICROSECOND
+    if isinstance(value, date):
+        return (value - _UNIX_EPOCH_DATE).days
+    if isinstance(value, time_of_day):
+        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + (
+            value.microsecond
+        )
+    if isinstance(value, timedelta):
+        return value // _MICROSECOND
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, UnchangedToast):
+        return UNAVAILABLE_VALUE
+    if isinstance(value, list | tuple):
+        return [json_value(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def row_json(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A whole row in Debezium's JSON encoding (``before`` / ``after``)."""
+    if row is None:
+        return None
+    return {name: json_value(value) for name, value in row.items()}
+
+
+def event_key(
+    relation: Relation, row: Mapping[str, Any], key_columns: Sequence[str] | None = None
+) -> dict[str, Any] | None:
+    """The record key: primary-key columns of ``row``; None when the table has no key.
+
+    By default the key is the Relation's replica identity columns, which are the primary
+    key under REPLICA IDENTITY DEFAULT. Under FULL pgoutput flags every column, and a key
+    that changes with every update would scatter a row's history over partitions, so the
+    table is then treated as keyless (None, as Debezium does for tables without a primary
+    key) unless ``key_columns``, the primary key read from the catalog, is given.
+    """
+    if key_columns is not None:
+        names = tuple(key_columns)
+    elif relation.replica_identity == "f":
+        names = ()
+    else:
+        names = relation.key_columns
+    if not names:
+        return None
+    return {name: json_value(row.get(name)) for name in names}
+
+
+def source_block(
+    source: CaptureSource,
+    relation: Relation,
+    position: ChangePosition,
+    snapshot: SnapshotMarker = "false",
+) -> dict[str, Any]:
+    """Debezium's ``source``: who captured the change, where in the WAL, in which tx."""
+    last = "null" if position.last_commit_lsn is None else f'"{position.last_commit_lsn}"'
+    return {
+        "version": source.version,
+        "connector": "postgresql",
+        "name": source.name,
+        "ts_ms": _epoch_ms(position.commit_time),
+        "snapshot": snapshot,
+        "db": source.db,
+        "schema": relation.namespace,
+        "table": relation.name,
+        "txId": position.tx_id,
+        "lsn": position.lsn,
+        "sequence": f'[{last},"{position.lsn}"]',
+    }
+
+
+def _epoch_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        return (moment - _UNIX_EPOCH) // _MILLISECOND
+    return (moment - _UNIX_EPOCH_UTC) // _MILLISECOND
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _event(
+    source: CaptureSource,
+    relation: Relation,
+    position: ChangePosition,
+    op: Literal["c", "u", "d", "r", "t"],
+    key: dict[str, Any] | None,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    processed_ms: int | None,
+    snapshot: SnapshotMarker = "false",
+) -> ChangeEvent:
+    payload = {
+        "before": row_json(before),
+        "after": row_json(after),
+        "source": source_block(source, relation, position, snapshot),
+        "op": op,
+        "ts_ms": _now_ms() if processed_ms is None else processed_ms,
+    }
+    topic = topic_for(source.name, relation.namespace, relation.name)
+    return ChangeEvent(topic, key, {"payload": payload})
+
+
+def insert_event(
+    source: CaptureSource,
+    relation: Relation,
+    after: Mapping[str, Any],
+    position: ChangePosition,
+    *,
+    key_columns: Sequence[str] | None = None,
+    processed_ms: int | None = None,
+) -> ChangeEvent:
+    """A create event (op ``c``) for a new row."""
+    key = event_key(relation, after, key_columns)
+    return _event(source, relation, position, "c", key, None, after, processed_ms)
+
+
+def update_events(
+    source: CaptureSource,
+    relation: Relation,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any],
+    position: ChangePosition,
+    *,
+    key_columns: Sequence[str] | None = None,
+    processed_ms: int | None = None,
+) -> list[ChangeEvent]:
+    """An update event (op ``u``), or delete + tombstone + create when the key changed.
+
+    Splitting a key change the way Debezium does keeps every key's history on its own
+    partition and lets compaction forget the old key.
+    """
+    new_key = event_key(relation, after, key_columns)
+    old_key = None if before is None else event_key(relation, before, key_columns)
+    if old_key is not None and old_key != new_key:
+        assert before is not None
+        return [
+            *delete_events(source, relation, before, position, key_columns=key_columns,
+                           processed_ms=processed_ms),
+            insert_event(source, relation, after, position, key_columns=key_columns,
+                         processed_ms=processed_ms),
+        ]
+    return [_event(source, relation, position, "u", new_key, before, after, processed_ms)]
+
+
+def delete_events(
+    source: CaptureSource,
+    relation: Relation,
+    before: Mapping[str, Any],
+    position: ChangePosition,
+    *,
+    key_columns: Sequence[str] | None = None,
+    processed_ms: int | None = None,
+) -> list[ChangeEvent]:
+    """A delete event (op ``d``) followed by its tombstone (same key, value None)."""
+    key = event_key(relation, before, key_columns)
+    deleted = _event(source, relation, position, "d", key, before, None, processed_ms)
+    return [deleted, ChangeEvent(deleted.topic, key, None)]
+
+
+def truncate_event(
+    source: CaptureSource,
+    relation: Relation,
+    position: ChangePosition,
+    *,
+    processed_ms: int | None = None,
+) -> ChangeEvent:
+    """A truncate event (op ``t``): no key, no rows, as Debezium emits it when told to.
+
+    Not produced by the capture: without a key it cannot go to a compacted topic, so
+    :func:`change_events` skips truncates as Debezium does by default.
+    """
+    return _event(source, relation, position, "t", None, None, None, processed_ms)
+
+
+def snapshot_event(
+    source: CaptureSource,
+    relation: Relation,
+    row: Mapping[str, Any],
+    position: ChangePosition,
+    *,
+    snapshot: SnapshotMarker = "true",
+    key_columns: Sequence[str] | None = None,
+    processed_ms: int | None = None,
+) -> ChangeEvent:
+    """A read event (op ``r``) for a row of the initial snapshot (a plain SELECT row).
+
+    ``relation`` describes the table as a Relation message would (it may be built from
+    the catalog); ``position`` is the snapshot's consistent point and transaction.
+    """
+    key = event_key(relation, row, key_columns)
+    return _event(
+        source, relation, position, "r", key, None, row, processed_ms, snapshot=snapshot
+    )
+
+
+def change_events(
+    change: Insert | Update | Delete | Truncate,
+    relations: RelationCache,
+    source: CaptureSource,
+    position: ChangePosition,
+    *,
+    key_columns: Mapping[int, Sequence[str]] | None = None,
+    processed_ms: int | None = None,
+) -> list[ChangeEvent]:
+    """All events for one decoded pgoutput change, in the order they must be produced.
+
+    ``key_columns`` maps relation OID to its primary-key columns where the Relation's key
+    flags are not the primary key (see :func:`event_key`). A truncate yields nothing: its
+    event would have no key, which a compacted topic refuses (see the module docstring).
+    """
+    overrides = key_columns or {}
+    if isinstance(change, Truncate):
+        return []
+    relation = relations.relation(change.relation_oid)
+    keys = overrides.get(relation.oid)
+    if isinstance(change, Insert):
+        after = relations.decode_tuple(relation.oid, change.new)
+        return [insert_event(source, relation, after, position, key_columns=keys,
+                             processed_ms=processed_ms)]
+    if isinstance(change, Update):
+        before = None if change.old is None else relations.decode_tuple(relation.oid, change.old)
+        after = relations.decode_tuple(relation.oid, change.new)
+        return update_events(source, relation, before, after, position, key_columns=keys,
+                             processed_ms=processed_ms)
+    before = relations.decode_tuple(relation.oid, change.old)
+    return delete_events(source, relation, before, position, key_columns=keys,
+                         processed_ms=processed_ms)

@@ -1,0 +1,1 @@
+"""``edgewise bench``: benchmarks that print figures side by side."""

@@ -1,0 +1,163 @@
+"""The ``edgewise`` command line. Errors are one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import orjson
+
+from edgewise.app.cli.common import CliError, settings_from
+from edgewise.app.core.settings import SettingsError, describe
+
+EXIT_USAGE = 2
+
+#: Modules adding their own subcommands with ``add_commands(sub, add)``, where ``add(name,
+#: func, help, broker=True)`` creates a subparser whose ``func(args) -> int`` runs it.
+COMMAND_MODULES: tuple[str, ...] = (
+    "edgewise.app.cli.db",
+    "edgewise.app.cli.edge",
+)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.json:
+        print(orjson.dumps(settings.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    for name, value, env, doc in describe(settings):
+        print(f"{name:22} = {value!s:28} # {env}: {doc}")
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from edgewise.app.core.topics import create_topics, topic_specs
+    from edgewise.app.services.embedded_broker import EmbeddedBroker
+
+    settings = settings_from(args)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    with EmbeddedBroker(port=args.port) as broker:
+        create_topics(broker.bootstrap, topic_specs(settings, args.app_id or []))
+        print(f"EDGEWISE_BROKER={broker.url}", flush=True)
+        print(f"embedded broker (Tansu, pid {broker.pid}) on {broker.url}; Ctrl-C stops it",
+              file=sys.stderr, flush=True)
+        try:
+            while not stop["now"] and broker.process and broker.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgewise.app.cli.train import train_command
+
+    return train_command(settings_from(args), args.model, args.algorithm, args.from_topic)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edgewise.app.run.runner import run_demo
+
+    overrides = {"devices": args.devices, "rate": args.rate}
+    result = run_demo(settings_from(args, **overrides), args.duration, args.json)
+    if args.json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from edgewise.app.run.factory import STAGE_MODULES
+    from edgewise.app.run.runner import run_worker
+
+    unknown = sorted(set(args.stage) - set(STAGE_MODULES))
+    if unknown:
+        raise CliError(
+            f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGE_MODULES)}")
+    settings = settings_from(args, web_port=args.web_port)
+    run_worker(settings, args.stage, simulate_total=args.samples)
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from edgewise.app.cli.tail import tail
+
+    return tail(settings_from(args), args.topic, args.limit, args.follow)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgewise.app.bench.command import bench_command
+
+    return bench_command(settings_from(args), args.what, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgewise", description=__doc__)
+    parser.add_argument("--config", help="TOML settings file (or EDGEWISE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
+            broker: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        if broker:
+            p.add_argument("--broker", help="kafka://host:port, or 'embedded' (default)")
+        return p
+
+    p = add("config", cmd_config, "print the effective configuration")
+    p.add_argument("--json", action="store_true")
+    p = add("broker", cmd_broker, "run the embedded broker on its own", broker=False)
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--app-id", action="append", help="also create this app's table topics")
+    p = add("train", cmd_train, "train a model and register a new version")
+    p.add_argument("model", choices=["digits"])
+    p.add_argument("--algorithm", choices=["linear", "forest"], default="linear")
+    p.add_argument("--from-topic", help="train from a topic instead of the bundled data")
+    p = add("demo", cmd_demo, "run the whole pipeline with simulated devices")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="print a final JSON summary")
+    p.add_argument("--devices", type=int, help="simulated devices")
+    p.add_argument("--rate", type=float, help="samples per second, all devices")
+    p = add("worker", cmd_worker, "run chosen stages as their own worker")
+    p.add_argument("--stage", action="append", required=True, help="stage (repeatable)")
+    p.add_argument("--web-port", type=int, help="port of the views (default: free)")
+    p.add_argument("--samples", type=int, default=0, help="simulate: stop after N samples")
+    p = add("tail", cmd_tail, "print a topic's messages")
+    p.add_argument("topic")
+    p.add_argument("--limit", type=int, default=0, help="stop after N messages")
+    p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
+    p = add("bench", cmd_bench, "benchmarks that print figures side by side")
+    p.add_argument("what", choices=["score", "latency", "cdc"])
+    p.add_argument("--samples", type=int, default=0, help="samples per measurement")
+    p.add_argument("--rate", type=float, default=1000.0, help="latency: samples per second")
+    p.add_argument("--seconds", type=float, default=10.0, help="latency: run length")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub, add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgewise`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (SettingsError, CliError) as exc:
+        print(f"edgewise: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # one line for the person; details with EDGEWISE_DEBUG=1
+        if os.environ.get("EDGEWISE_DEBUG"):
+            raise
+        print(f"edgewise: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+"""The floor every stage stands on: settings, records, frames, topics, the stage context.
+
+Imports nothing else of edgewise.
+"""

@@ -1,0 +1,62 @@
+"""The embedded broker profile: every Tansu-specific setting, in one place.
+
+Measured on Tansu: it joins a consumer group only after half the session timeout (so a
+short session), it answers "latest offset" wrongly when the newest stored batch holds
+several records (so producers send one record per batch), and a waiting fetch is answered
+late (so a short fetch wait). Against a real Kafka none of this applies: defaults stand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgewise.app.core.settings import Settings
+
+EMBEDDED_SESSION_TIMEOUT = 6.0
+EMBEDDED_HEARTBEAT_INTERVAL = 1.0
+EMBEDDED_FETCH_WAIT_MS = 20
+KAFKA_FETCH_WAIT_MS = 500
+
+
+EMBEDDED_CLUSTER_IDS = frozenset({"edgewise-embedded", "tansu_cluster"})
+
+
+def is_embedded_cluster(cluster_id: str | None) -> bool:
+    """True for the cluster id of an embedded (Tansu) broker."""
+    return cluster_id in EMBEDDED_CLUSTER_IDS
+
+
+def fetch_wait_ms(settings: Settings) -> int:
+    """The consumer fetch wait: the setting, or the profile's default."""
+    if settings.fetch_wait_ms >= 0:
+        return settings.fetch_wait_ms
+    return EMBEDDED_FETCH_WAIT_MS if settings.embedded_profile else KAFKA_FETCH_WAIT_MS
+
+
+def faust_options(settings: Settings) -> dict[str, Any]:
+    """Faust settings that differ on the embedded broker."""
+    if not settings.embedded_profile:
+        return {}
+    return {
+        "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT,
+        "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL,
+        "producer_max_batch_size": 1,
+    }
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for raw aiokafka producers (bridge, CDC, simulators, benches)."""
+    if not settings.embedded_profile:
+        return {}
+    return {"max_batch_size": 1, "linger_ms": 0}
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for raw aiokafka consumers."""
+    options: dict[str, Any] = {"fetch_max_wait_ms": fetch_wait_ms(settings)}
+    if settings.embedded_profile:
+        options.update(
+            session_timeout_ms=int(EMBEDDED_SESSION_TIMEOUT * 1000),
+            heartbeat_interval_ms=int(EMBEDDED_HEARTBEAT_INTERVAL * 1000),
+        )
+    return options

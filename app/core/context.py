@@ -1,0 +1,114 @@
+"""What every stage is handed: settings, topics, metrics and the dead-letter path."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import faust
+
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.metrics import StageMetrics
+from edgewise.app.core.records import DeadLetter, PredictionBatch
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.wire import decode_prediction_batch
+
+log = logging.getLogger("edgewise")
+T = TypeVar("T")
+
+
+@dataclass
+class StageContext:
+    """Shared by the stages of one app; passed explicitly, never looked up implicitly."""
+
+    app: faust.App
+    settings: Settings
+    names: TopicNames
+    metrics: StageMetrics = field(default_factory=StageMetrics)
+    topics: dict[str, faust.TopicT] = field(default_factory=dict)
+    simulate_total: int = 0
+    model_holder: Any = None
+    _logged: set[tuple[str, str]] = field(default_factory=set)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """The Faust topic for ``name`` (raw bytes keys and values), made once."""
+        if name not in self.topics:
+            self.topics[name] = self.app.topic(
+                name, key_type=bytes, value_type=bytes, key_serializer="raw",
+                value_serializer="raw", partitions=None,
+            )
+        return self.topics[name]
+
+    async def dead_letter(
+        self, stage: str, error: BadInput | Exception, original: bytes | None, source: str,
+        key: bytes | None = None,
+    ) -> None:
+        """Send ``original`` to the dead-letter topic with the reason; log each kind once."""
+        reason = error.reason if isinstance(error, BadInput) else type(error).__name__
+        detail = error.detail if isinstance(error, BadInput) else str(error)
+        letter = DeadLetter.of(stage, reason, detail, original, source, key)
+        self.metrics.record_dead_letter(stage, reason)
+        if (stage, reason) not in self._logged:
+            self._logged.add((stage, reason))
+            log.warning("%s: dead-lettered a message from %s: %s %s", stage, source, reason,
+                        detail[:200])
+        await self.topic(self.names.dead_letters).send(
+            key=stage.encode(), value=letter.dumps(serializer="json")
+        )
+
+    def decode_predictions(self, raw: bytes) -> PredictionBatch:
+        """A prediction batch from the predictions topic, within the size limit."""
+        return decode_prediction_batch(raw, self.settings.max_message_bytes)
+
+    async def decoded(
+        self, stream: AsyncIterable[bytes], stage: str, source: str,
+        decode: Callable[[bytes], T],
+    ) -> AsyncIterator[T]:
+        """The stream's messages decoded; what does not decode is dead-lettered, not raised.
+
+        Any exception from ``decode`` counts as bad input (reason: its type name), so a
+        decoder bug costs one message, never the stage.
+        """
+        async for raw in stream:
+            self.count(stage, events_in=1)
+            try:
+                value = decode(raw)
+            except Exception as exc:
+                await self.dead_letter(stage, exc, raw, source)
+                continue
+            yield value
+
+    def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
+        m = self.metrics
+        if events_in:
+            m.events_in.labels(stage).inc(events_in)
+        if events_out:
+            m.events_out.labels(stage).inc(events_out)
+        if samples:
+            m.samples.labels(stage).inc(samples)
+
+    def extra(self) -> dict[str, Any]:
+        return {"app_id": self.app.conf.id}
+
+
+def json_schema() -> faust.Schema:
+    """Tables: UTF-8 string keys as raw bytes (so partitioning matches the topics), JSON values."""
+    return faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+
+
+class StringKeyedTable(faust.Table):
+    """A Faust table whose ``str`` keys go to the changelog as raw UTF-8, not JSON.
+
+    Faust picks JSON for any key type but ``bytes``; then ``table_route`` hashes
+    ``b'"device-3"'`` while the source topic was partitioned on ``b'device-3'``, and a view
+    is sent to a worker that does not hold the key. Raw keys keep both hashes equal.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema_key_type = self.schema.key_type if self.schema is not None else None
+        if (self.key_type or schema_key_type) in (None, str):
+            self.key_serializer = "raw"

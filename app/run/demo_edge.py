@@ -1,0 +1,113 @@
+"""The edge side of ``edgewise demo``: a local MQTT broker, the bridge inside the demo's
+worker, and real ``edgewise edge`` processes publishing through them.
+
+The demo's edges: one digits device scoring at the edge (predictions and window metrics
+travel up), and, when the sample portraits are installed, one camera detecting faces
+(crops go to the image store). Edges start once the bridge holds its subscription, so
+the broker keeps every message for it from the first; they die with the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from edgewise.agents.edge.bridge import Bridge
+from edgewise.agents.edge.sources import EdgeSourceError, sample_portraits
+from edgewise.app.core.settings import Settings
+from edgewise.app.services.mqtt_broker import local_mqtt_broker
+from edgewise.app.services.processes import die_with_parent
+
+EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
+DIGITS_EDGE = ("edge-digits", ["--source", "digits", "--detect", "digits", "--score-at",
+                               "edge", "--rate", "40", "--batch-size", "8"])
+CAMERA_EDGE = ("camera-1", ["--source", "faces-sample", "--detect", "faces", "--rate", "1"])
+
+
+def demo_edges() -> list[tuple[str, list[str]]]:
+    """The edges the demo runs: the camera only when its sample portraits are installed."""
+    try:
+        sample_portraits()
+    except EdgeSourceError:
+        return [DIGITS_EDGE]
+    return [DIGITS_EDGE, CAMERA_EDGE]
+
+
+class EdgeFleet:
+    """The bridge (a task of the demo worker) and the edge processes it serves."""
+
+    def __init__(self, settings: Settings, mqtt: str, workdir: Path) -> None:
+        self.settings = settings
+        self.mqtt = mqtt
+        self.bridge = Bridge(settings)
+        self.edges = demo_edges()
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.log_dir = Path(settings.data_dir) / "edges"
+        self.workdir = workdir  # the edges' spools: fresh for every demo
+
+    def attach(self, app: faust.App) -> None:
+        """Run the bridge in the app, then start the edges once it has subscribed."""
+
+        @app.task
+        async def edge_side() -> None:
+            bridge = asyncio.create_task(self.bridge.run(asyncio.Event()))
+            try:
+                await self.bridge.subscribed.wait()
+                self.start_edges()
+                await bridge
+            finally:  # the worker stops its tasks; the bridge goes with this one
+                bridge.cancel()
+
+    def start_edges(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "EDGEWISE_MQTT_URL": self.settings.mqtt_url,
+               "EDGEWISE_MODELS_DIR": str(self.settings.models_dir),
+               "EDGEWISE_DATA_DIR": str(self.workdir), "EDGEWISE_SITE": "demo-site"}
+        for device, args in self.edges:
+            with open(self.log_dir / f"{device}.log", "ab") as log:
+                self.processes.append(subprocess.Popen(
+                    [EDGEWISE, "edge", "--device-id", device, *args], env=env,
+                    stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                    preexec_fn=die_with_parent))
+
+    def stop(self) -> None:
+        """SIGTERM each edge by PID; SIGKILL the ones that do not exit."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def summary(self) -> dict[str, Any]:
+        """What went through MQTT and the bridge, for the demo summary."""
+        stats = self.bridge.stats.as_dict()
+        return {"mqtt": self.mqtt, "edges": [device for device, _ in self.edges],
+                "bridged": stats["forwarded_total"], "bridge": stats}
+
+
+@contextlib.contextmanager
+def edge_fleet(settings: Settings, app: faust.App) -> Iterator[EdgeFleet]:
+    """A local MQTT broker, the bridge and the demo's edges, for as long as the block runs."""
+    with tempfile.TemporaryDirectory(prefix="edgewise-demo-") as workdir, \
+            local_mqtt_broker(Path(workdir) / "mqtt") as (url, implementation):
+        fleet = EdgeFleet(settings.model_copy(update={"mqtt_url": url}), implementation,
+                          Path(workdir))
+        fleet.attach(app)
+        try:
+            yield fleet
+        finally:
+            fleet.stop()

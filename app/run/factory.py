@@ -1,0 +1,78 @@
+"""The Faust app factory: one app with the chosen stages, configured from the settings."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import faust
+
+from edgewise.app.core import broker_profile
+from edgewise.app.core.context import StageContext, StringKeyedTable
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames
+from edgewise.app.run import views
+
+#: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
+STAGES = (
+    "simulate", "score", "route", "review", "aggregate", "evaluate", "image_sink", "edge_metrics",
+)
+
+#: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
+#: What each reads and writes: README.md, "Topology".
+STAGE_MODULES: dict[str, str] = {
+    "simulate": "edgewise.agents.simulate",
+    "score": "edgewise.agents.score",
+    "route": "edgewise.agents.route",
+    "review": "edgewise.agents.review",
+    "aggregate": "edgewise.agents.aggregate",
+    # issue 3 (database change streams) stages go here
+    "cdc": "edgewise.agents.cdc.capture",
+    "cdc_transform": "edgewise.agents.cdc.transform",
+    "evaluate": "edgewise.agents.evaluate",
+    # issue 4 (edge, bridge, image sink) stages go here
+    "image_sink": "edgewise.agents.edge.image_sink",
+    "edge_metrics": "edgewise.agents.edge.metrics",
+}
+
+
+def app_id_for(settings: Settings, stages: list[str]) -> str:
+    """All stages share the base id (the demo); a subset gets its own consumer group."""
+    if sorted(stages) == sorted(STAGES) or not stages:
+        return settings.app_id
+    return f"{settings.app_id}-{'-'.join(sorted(stages))}"
+
+
+def create_app(
+    settings: Settings, stages: list[str] | None = None,
+    web_port: int | None = None, simulate_total: int = 0,
+) -> tuple[faust.App, StageContext]:
+    """A Faust app running ``stages`` (all by default) against ``settings.broker``."""
+    stages = list(stages or STAGES)
+    unknown = sorted(set(stages) - set(STAGE_MODULES))
+    if unknown:
+        raise ValueError(
+            f"unknown stage {', '.join(unknown)}; stages: {', '.join(STAGE_MODULES)}")
+    app_id = app_id_for(settings, stages)
+    if settings.embedded:
+        raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
+    url = settings.broker.replace("kafka://", "edgewise://", 1)
+    data_dir = Path(settings.data_dir) / app_id
+    data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id, broker=url, store="memory://", value_serializer="raw", key_serializer="raw",
+        topic_partitions=settings.partitions, web_enabled=True,
+        web_bind=settings.web_host, web_host=settings.web_host,
+        web_port=web_port if web_port is not None else settings.web_port,
+        datadir=str(data_dir), autodiscover=False, web_in_thread=False,
+        consumer_auto_offset_reset="earliest", Table=StringKeyedTable,
+        **broker_profile.faust_options(settings),
+    )
+    app.edgewise_fetch_wait_ms = broker_profile.fetch_wait_ms(settings)  # read by app.transport
+    ctx = StageContext(app=app, settings=settings, names=TopicNames(settings.topic_prefix))
+    ctx.simulate_total = simulate_total
+    for stage in STAGE_MODULES:  # topology order, whatever order they were asked in
+        if stage in stages:
+            importlib.import_module(STAGE_MODULES[stage]).register(ctx)
+    views.define(ctx, stages)
+    return app, ctx

@@ -1,0 +1,171 @@
+"""Running things: the broker (embedded or not), a worker with chosen stages, the demo."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+
+from edgewise.app.core import broker_profile
+from edgewise.app.core.metrics import Totals
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import bootstrap_of, create_topics, topic_specs
+from edgewise.app.run.factory import STAGES, app_id_for, create_app
+from edgewise.app.services.broker_ready import wait_for_broker
+from edgewise.app.services.embedded_broker import EmbeddedBroker, free_port
+from edgewise.models.registry import ModelRegistry
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings, app_ids: list[str]) -> Iterator[Settings]:
+    """Settings pointing at a ready broker: an embedded Tansu (started here) or the Kafka
+    configured, with the broker profile resolved (``auto`` detects Tansu).
+
+    Every topic the given apps need is created up front, with explicit configs.
+    """
+    if settings.embedded:
+        with EmbeddedBroker(log_path=None) as broker:
+            create_topics(broker.bootstrap, topic_specs(settings, app_ids))
+            yield settings.model_copy(update={"broker": broker.url,
+                                              "broker_profile": "embedded"})
+        return
+    bootstrap = bootstrap_of(settings.broker)
+    cluster_id = wait_for_broker(bootstrap, timeout=30)
+    if settings.broker_profile == "auto":
+        detected = "embedded" if broker_profile.is_embedded_cluster(cluster_id) else "kafka"
+        settings = settings.model_copy(update={"broker_profile": detected})
+    create_topics(bootstrap, topic_specs(settings, app_ids))
+    yield settings
+
+
+def ensure_model(settings: Settings, out: Any = sys.stderr) -> None:
+    """Train and register the digits model when the registry has none (first run)."""
+    registry = ModelRegistry(settings.models_dir)
+    if registry.latest(settings.model_name) is not None:
+        return
+    if settings.model_name != "digits":
+        return  # the score stage will say clearly that the model is missing
+    from edgewise.models.digits import train_digits
+
+    print("no digits model yet: training one (about a second)…", file=out)
+    trained = train_digits("linear")
+    meta = registry.register("digits", trained.model, training_data=trained.training_data,
+                             metrics={"accuracy": trained.accuracy}, algorithm="linear")
+    print(f"registered digits v{meta.version}, held-out accuracy {trained.accuracy:.3f}",
+          file=out)
+
+
+def _worker(app: faust.App, settings: Settings) -> faust.Worker:
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
+                          redirect_stdouts=False, stdout=sys.stderr)
+    worker.spinner = None  # its cursor codes would mangle --json output and logs
+    return worker
+
+
+def run_app_until_stopped(app: faust.App, settings: Settings) -> None:
+    """Run a Faust worker in this process until Ctrl-C, SIGTERM or a stop request."""
+    worker = _worker(app, settings)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise WorkerFailed(f"the worker stopped with an error (exit {exc.code}); "
+                               "its log above says why") from None
+
+
+class WorkerFailed(RuntimeError):
+    """The Faust worker crashed; its own log has the details."""
+
+
+def stop_this_process() -> None:
+    """Ask the running worker to shut down cleanly, as Ctrl-C would."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def run_worker(settings: Settings, stages: list[str], simulate_total: int = 0) -> None:
+    """``edgewise worker``: the chosen stages as their own worker and consumer group."""
+    if "score" in stages:
+        ensure_model(settings)
+    app_id = app_id_for(settings, stages)
+    with broker_for(settings, [app_id]) as settings:
+        url = settings.broker
+        port = settings.web_port or free_port(settings.web_host)
+        app, ctx = create_app(settings, stages, web_port=port, simulate_total=simulate_total)
+        print(f"edgewise worker {app_id}: stages {', '.join(stages)}; broker {url}; "
+              f"views http://{settings.web_host}:{port}/healthz", file=sys.stderr, flush=True)
+        run_app_until_stopped(app, settings)
+
+
+def summary(totals: Totals, elapsed: float) -> dict[str, Any]:
+    """The demo's summary figures."""
+    return {
+        "seconds": round(elapsed, 1),
+        "samples": totals.samples_sent,
+        "predictions": totals.predictions,
+        "accuracy": round(totals.correct / totals.labelled, 4) if totals.labelled else None,
+        "low_confidence": totals.low_confidence,
+        "low_confidence_rate": round(totals.low_confidence / totals.routed_seen, 4)
+        if totals.routed_seen else None,
+        "dead_letters": totals.dead_letters,
+        "dead_letter_reasons": dict(totals.dead_letter_reasons),
+        "per_device": dict(sorted(totals.per_device.items())),
+    }
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    acc = "-" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
+    return (f"[{s['seconds']:6.1f}s] samples {s['samples']:>8}  predictions "
+            f"{s['predictions']:>8}  accuracy {acc}  low-confidence {s['low_confidence']:>6}  "
+            f"dead letters {s['dead_letters']}")
+
+
+def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[str, Any]:
+    """``edgewise demo``: embedded broker, every stage in one worker, simulated devices."""
+    ensure_model(settings)
+    app_id = app_id_for(settings, list(STAGES))
+    started = time.monotonic()
+    with broker_for(settings, [app_id]) as settings:
+        url = settings.broker
+        port = settings.web_port or free_port(settings.web_host)
+        app, ctx = create_app(settings, list(STAGES), web_port=port)
+        base = f"http://{settings.web_host}:{port}"
+        print(f"edgewise demo: broker {url}\n  devices  {base}/api/devices\n"
+              f"  windows  {base}/api/devices/device-000/windows?kind=tumbling\n"
+              f"  review   {base}/api/review?limit=20\n  accuracy {base}/api/evaluation\n"
+              f"  models   {base}/api/models\n"
+              f"  metrics  {base}/metrics\n  health   {base}/healthz\n"
+              f"Ctrl-C stops{'' if duration is None else f', or after {duration:g}s'}.",
+              file=sys.stderr, flush=True)
+        live = sys.stderr.isatty()
+
+        @app.timer(1.0)
+        async def report() -> None:
+            line = summary_line(summary(ctx.metrics.totals, time.monotonic() - started))
+            print(("\r" + line) if live else line, end="" if live else "\n",
+                  file=sys.stderr, flush=True)
+
+        if duration is not None:
+            @app.task
+            async def stop_after() -> None:
+                await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
+                stop_this_process()
+
+        from edgewise.app.run.demo_edge import edge_fleet  # MQTT, bridge and edge processes
+
+        with edge_fleet(settings, app) as fleet:
+            print(f"  edges    {', '.join(d for d, _ in fleet.edges)} over {fleet.mqtt} "
+                  f"({fleet.settings.mqtt_url}); sites {base}/api/sites", file=sys.stderr)
+            run_app_until_stopped(app, settings)
+    result = summary(ctx.metrics.totals, time.monotonic() - started)
+    result["edge"] = fleet.summary()
+    if live:
+        print(file=sys.stderr)
+    print(summary_line(result), file=sys.stderr)
+    return result
