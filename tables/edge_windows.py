@@ -1,8 +1,8 @@
 """Tumbling windows at the edge: what an edge counted, sent up once per window.
 
-The micro-edge apps of the IBM seed send aggregates, not every event, so that a thin uplink
-carries a summary; the hub then adds up the windows of many edges. Windows are aligned to
-the epoch (``floor(t / size) * size``), so windows of different edges line up at the hub.
+An edge sends aggregates, not every event, so that a thin uplink carries a summary; the
+hub then adds up the windows of many edges. Windows are aligned to the epoch
+(``floor(t / size) * size``), so windows of different edges line up at the hub.
 
 Lateness: the edge counts by its own clock when it handles an observation, so nothing is
 ever late here. A window closes when the first observation of a later window arrives, or

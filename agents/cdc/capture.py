@@ -52,7 +52,9 @@ from edgewise.agents.cdc.snapshot import snapshot_events, tables_to_snapshot
 from edgewise.app.core import broker_profile
 from edgewise.app.core.backoff import Backoff
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import DeadLetter
+from edgewise.app.core.dead_letters import DeadLetterPath
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics_async
 
@@ -101,7 +103,8 @@ class CaptureStats:
 class CdcCapture:
     """One capture: a PostgreSQL database and slot into Kafka through one producer."""
 
-    def __init__(self, settings: Settings, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, bootstrap: str,
+                 metrics: StageMetrics | None = None) -> None:
         for kind, name in (("slot", settings.cdc_slot),
                            ("publication", settings.cdc_publication)):
             pg.check_name(kind, name)
@@ -110,6 +113,8 @@ class CdcCapture:
         self.settings = settings
         self.bootstrap = bootstrap
         self.stats = CaptureStats()
+        self.dead_letters = DeadLetterPath(TopicNames(settings.topic_prefix).dead_letters,
+                                           settings.max_message_bytes, metrics)
         self.ready = asyncio.Event()  # set once streaming (after any snapshot) begins
         self.tracker = self._new_tracker()
         self.source = CaptureSource(name=settings.cdc_topic_prefix, db="")
@@ -347,12 +352,10 @@ class CdcCapture:
         """Produce one dead letter; the caller decides how its ack is tracked."""
         assert self._producer is not None
         self.stats.dead_letters += 1
-        log.warning("cdc: dead-lettered a change: %s %s", reason, detail[:200])
-        letter = DeadLetter.of(STAGE, reason, detail, bytes(original)[:100_000],
-                               f"slot {self.settings.cdc_slot}", key)
-        dead = TopicNames(self.settings.topic_prefix).dead_letters
+        letter_key, letter = self.dead_letters.letter(
+            STAGE, BadInput(reason, detail), original, f"slot {self.settings.cdc_slot}", key)
         future: asyncio.Future[Any] = await self._producer.send(
-            dead, letter.dumps(serializer="json"), key=STAGE.encode())
+            self.dead_letters.topic, letter, key=letter_key)
         return future
 
     async def _advance(self, control: asyncpg.Connection, force: bool) -> None:
@@ -387,7 +390,7 @@ async def _close_quietly(conn: asyncpg.Connection) -> None:
 def register(ctx: StageContext) -> None:
     """Attach the capture to the app as a task with its own producer (the broker profile's
     one record per batch on Tansu)."""
-    capture = CdcCapture(ctx.settings, bootstrap_of(ctx.settings.broker))
+    capture = CdcCapture(ctx.settings, bootstrap_of(ctx.settings.broker), ctx.metrics)
     ctx.cdc_capture = capture  # type: ignore[attr-defined]
 
     counted = {"events": 0}

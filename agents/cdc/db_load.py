@@ -1,4 +1,4 @@
-"""``edgewise db load digits``: the digits as rows of PostgreSQL tables (the seed's mnist2sql).
+"""``edgewise db load digits``: the digits as rows of PostgreSQL tables, loaded with COPY.
 
 One table per split, ``<table>_train`` and ``<table>_test``, each ``(id bigint primary
 key, label smallint, pixels bytea, split text)``: 64 bytes of 0..16 per image, so a row is

@@ -43,8 +43,9 @@ from edgewise.app.adapters.mqtt_topics import (
 )
 from edgewise.app.core import broker_profile
 from edgewise.app.core.backoff import Backoff
+from edgewise.app.core.dead_letters import DeadLetterPath, reason_of
 from edgewise.app.core.frames import BadInput, json_object
-from edgewise.app.core.records import DeadLetter
+from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, bootstrap_of
 from edgewise.app.core.wire import decode_prediction_batch, decode_sample_batch
@@ -153,9 +154,11 @@ async def check_acked(acked: asyncio.Future[Any]) -> None:
 class Bridge:
     """One bridge between an MQTT broker and Kafka (``settings.broker`` must be a URL)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: StageMetrics | None = None) -> None:
         self.settings = settings
         self.names = TopicNames(settings.topic_prefix)
+        self.dead_letters = DeadLetterPath(self.names.dead_letters, settings.max_message_bytes,
+                                           metrics)
         self.host, self.port = mqtt_address(settings.mqtt_url)
         self.client_id = settings.mqtt_client_id or f"edgewise-bridge-{settings.topic_prefix}"
         self.stats = BridgeStats()
@@ -259,18 +262,9 @@ class Bridge:
     async def _dead_letter(self, error: Exception, original: bytes, topic: str
                            ) -> asyncio.Future[Any]:
         assert self._producer is not None
-        reason = error.reason if isinstance(error, BadInput) else type(error).__name__
-        detail = error.detail if isinstance(error, BadInput) else str(error)
-        keep = self.settings.max_message_bytes // 2  # base64 of the rest must fit a record
-        if len(original) > keep:
-            detail = f"{detail} (original cut to its first {keep} of {len(original)} bytes)"
-        if not self.stats.dead_letters[reason]:
-            log.warning("bridge: dead-lettered a message on %s: %s %s", topic[:200], reason,
-                        detail[:200])
-        self.stats.dead_letters[reason] += 1
-        letter = DeadLetter.of(STAGE, reason, detail, original[:keep], topic, topic.encode())
-        return await self._producer.send(self.names.dead_letters,
-                                         letter.dumps(serializer="json"), key=STAGE.encode())
+        key, letter = self.dead_letters.letter(STAGE, error, original, topic, topic.encode())
+        self.stats.dead_letters[reason_of(error)[0]] += 1
+        return await self._producer.send(self.names.dead_letters, letter, key=key)
 
     async def _ack_in_order(
         self, client: aiomqtt.Client,

@@ -6,7 +6,7 @@
 - ``faces-sample`` two portraits that ship with the test dependencies (matplotlib's Grace
   Hopper, scikit-image's astronaut), over and over: a camera with faces, offline;
 - ``digits``       scikit-learn's 8x8 digits, a share of them made harder, with their
-  true labels: the seed's micro-edge data.
+  true labels: a micro-edge that knows the truth, so accuracy can be measured.
 
 Frame sources hand out BGR uint8 images, as OpenCV captures them. Nothing is downloaded.
 """

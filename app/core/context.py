@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
 
+from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
-from edgewise.app.core.records import DeadLetter, PredictionBatch
+from edgewise.app.core.records import PredictionBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.core.wire import decode_prediction_batch
 
-log = logging.getLogger("edgewise")
 T = TypeVar("T")
 
 
@@ -31,7 +30,11 @@ class StageContext:
     topics: dict[str, faust.TopicT] = field(default_factory=dict)
     simulate_total: int = 0
     model_holder: Any = None
-    _logged: set[tuple[str, str]] = field(default_factory=set)
+    dead_letters: DeadLetterPath = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.dead_letters = DeadLetterPath(self.names.dead_letters,
+                                           self.settings.max_message_bytes, self.metrics)
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic for ``name`` (raw bytes keys and values), made once."""
@@ -46,18 +49,9 @@ class StageContext:
         self, stage: str, error: BadInput | Exception, original: bytes | None, source: str,
         key: bytes | None = None,
     ) -> None:
-        """Send ``original`` to the dead-letter topic with the reason; log each kind once."""
-        reason = error.reason if isinstance(error, BadInput) else type(error).__name__
-        detail = error.detail if isinstance(error, BadInput) else str(error)
-        letter = DeadLetter.of(stage, reason, detail, original, source, key)
-        self.metrics.record_dead_letter(stage, reason)
-        if (stage, reason) not in self._logged:
-            self._logged.add((stage, reason))
-            log.warning("%s: dead-lettered a message from %s: %s %s", stage, source, reason,
-                        detail[:200])
-        await self.topic(self.names.dead_letters).send(
-            key=stage.encode(), value=letter.dumps(serializer="json")
-        )
+        """Send ``original`` to the dead-letter topic with the reason (see core.dead_letters)."""
+        letter_key, letter = self.dead_letters.letter(stage, error, original, source, key)
+        await self.topic(self.names.dead_letters).send(key=letter_key, value=letter)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
         """A prediction batch from the predictions topic, within the size limit."""
@@ -89,9 +83,6 @@ class StageContext:
             m.events_out.labels(stage).inc(events_out)
         if samples:
             m.samples.labels(stage).inc(samples)
-
-    def extra(self) -> dict[str, Any]:
-        return {"app_id": self.app.conf.id}
 
 
 def json_schema() -> faust.Schema:

@@ -8,15 +8,12 @@ arrays, so a stage pays Python costs once per batch, not once per sample.
 
 from __future__ import annotations
 
-import base64
-import time
 from dataclasses import dataclass
 
 import faust
 import numpy as np
 
 SCHEMA_VERSION = 1
-UNKNOWN_LABEL = -1
 
 #: Sample kinds and their image shape and pixel value range.
 SAMPLE_KINDS: dict[str, tuple[tuple[int, ...], float, float]] = {
@@ -75,7 +72,8 @@ class ReviewItem(faust.Record, serializer="json"):
 
 
 class DeadLetter(faust.Record, serializer="json"):
-    """Input a stage could not use: why, where, and the original bytes (base64)."""
+    """Input a stage could not use: why, where, and the original bytes (base64), whole when
+    they fit the topic's limit, else cut (``truncated``) with their length and sha256."""
 
     stage: str
     reason: str
@@ -84,23 +82,10 @@ class DeadLetter(faust.Record, serializer="json"):
     topic: str
     timestamp: float
     key_b64: str = ""
+    original_length: int = 0
+    original_sha256: str = ""
+    truncated: bool = False
     schema: int = SCHEMA_VERSION
-
-    @classmethod
-    def of(
-        cls, stage: str, reason: str, detail: str, original: bytes | None, topic: str,
-        key: bytes | None = None,
-    ) -> DeadLetter:
-        """A dead letter for ``original`` with the time it was rejected."""
-        return cls(
-            stage=stage, reason=reason, detail=detail[:500],
-            original_b64=base64.b64encode(original or b"").decode(),
-            topic=topic, timestamp=time.time(),
-            key_b64=base64.b64encode(key or b"").decode(),
-        )
-
-    def original(self) -> bytes:
-        return base64.b64decode(self.original_b64)
 
 
 def top_k_pairs(labels: np.ndarray, probs: np.ndarray) -> list[tuple[int, float]]:

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     score_take_within: float = Field(
         0.005, gt=0, description="seconds the score stage waits to gather batches"
     )
-    # database change streams (issue 3)
+    # database change streams
     cdc_dsn: str = Field("", description="PostgreSQL URL the CDC stage and db commands use")
     cdc_slot: str = Field("edgewise_slot", description="logical replication slot (pgoutput) of CDC")
     cdc_publication: str = Field(
@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         1e-6, gt=0, lt=1, description="probability used when the true class is not in the top-k"
     )
 
-    # edge, bridge, object store (issue 4)
+    # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
         "edgewise", description="root of the MQTT topic tree root/site/device/kind"

@@ -27,7 +27,6 @@ COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "aggregate": ("device_windows",),
     "review": ("review_queue",),
-    # issue 3 and issue 4 stage tables go here
     "evaluate": ("evaluation",),
     "edge_metrics": ("site_metrics",),
 }

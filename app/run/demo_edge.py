@@ -24,6 +24,7 @@ import faust
 
 from edgewise.agents.edge.bridge import Bridge
 from edgewise.agents.edge.sources import EdgeSourceError, sample_portraits
+from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
 from edgewise.app.services.mqtt_broker import local_mqtt_broker
 from edgewise.app.services.processes import die_with_parent
@@ -46,10 +47,11 @@ def demo_edges() -> list[tuple[str, list[str]]]:
 class EdgeFleet:
     """The bridge (a task of the demo worker) and the edge processes it serves."""
 
-    def __init__(self, settings: Settings, mqtt: str, workdir: Path) -> None:
+    def __init__(self, settings: Settings, mqtt: str, workdir: Path,
+                 metrics: StageMetrics | None = None) -> None:
         self.settings = settings
         self.mqtt = mqtt
-        self.bridge = Bridge(settings)
+        self.bridge = Bridge(settings, metrics)
         self.edges = demo_edges()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.log_dir = Path(settings.data_dir) / "edges"
@@ -100,12 +102,13 @@ class EdgeFleet:
 
 
 @contextlib.contextmanager
-def edge_fleet(settings: Settings, app: faust.App) -> Iterator[EdgeFleet]:
+def edge_fleet(settings: Settings, app: faust.App, metrics: StageMetrics | None = None
+               ) -> Iterator[EdgeFleet]:
     """A local MQTT broker, the bridge and the demo's edges, for as long as the block runs."""
     with tempfile.TemporaryDirectory(prefix="edgewise-demo-") as workdir, \
             local_mqtt_broker(Path(workdir) / "mqtt") as (url, implementation):
         fleet = EdgeFleet(settings.model_copy(update={"mqtt_url": url}), implementation,
-                          Path(workdir))
+                          Path(workdir), metrics)
         fleet.attach(app)
         try:
             yield fleet

@@ -26,11 +26,9 @@ STAGE_MODULES: dict[str, str] = {
     "route": "edgewise.agents.route",
     "review": "edgewise.agents.review",
     "aggregate": "edgewise.agents.aggregate",
-    # issue 3 (database change streams) stages go here
     "cdc": "edgewise.agents.cdc.capture",
     "cdc_transform": "edgewise.agents.cdc.transform",
     "evaluate": "edgewise.agents.evaluate",
-    # issue 4 (edge, bridge, image sink) stages go here
     "image_sink": "edgewise.agents.edge.image_sink",
     "edge_metrics": "edgewise.agents.edge.metrics",
 }

@@ -159,7 +159,7 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
 
         from edgewise.app.run.demo_edge import edge_fleet  # MQTT, bridge and edge processes
 
-        with edge_fleet(settings, app) as fleet:
+        with edge_fleet(settings, app, ctx.metrics) as fleet:
             print(f"  edges    {', '.join(d for d, _ in fleet.edges)} over {fleet.mqtt} "
                   f"({fleet.settings.mqtt_url}); sites {base}/api/sites", file=sys.stderr)
             run_app_until_stopped(app, settings)

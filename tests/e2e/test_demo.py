@@ -9,8 +9,11 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.fixtures.kafka import EDGEWISE
+
+pytestmark = pytest.mark.e2e
 
 
 def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ from tests.fixtures.cdc import (
     key_of,
     new_database,
     payload,
-    postgres_module,  # noqa: F401  (module fixture)
     read_topic_until,
     running_capture,
 )
@@ -139,7 +138,7 @@ async def write_and_capture(dsn: str, identity: str, broker: EmbeddedBroker, pre
 
 
 @pytest.fixture(scope="module", params=["DEFAULT", "FULL"])
-def run(request: pytest.FixtureRequest, postgres_module: PostgresServer,  # noqa: F811
+def run(request: pytest.FixtureRequest, postgres_module: PostgresServer,
         embedded_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Run:
     identity = request.param
     dsn = new_database(postgres_module)
@@ -287,7 +286,7 @@ def test_a_consumer_that_is_not_edgewise_reads_the_envelopes(run: Run) -> None:
 
 
 def test_all_tables_including_ones_created_while_streaming(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """No table list: a publication FOR ALL TABLES; a table created later gets its topic

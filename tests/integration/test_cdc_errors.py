@@ -12,7 +12,6 @@ import pytest
 from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.cdc import (
     new_database,
-    postgres_module,  # noqa: F401  (module fixture)
     run_cli,
     slot_name,
 )
@@ -49,7 +48,7 @@ def test_wal_level_not_logical(replica_only: PostgresServer, embedded_broker: Em
 
 
 def test_user_without_replication_privilege(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path,
 ) -> None:
     dsn = new_database(postgres_module)
@@ -69,7 +68,7 @@ def test_user_without_replication_privilege(
 
 
 def test_table_without_primary_key_or_replica_identity(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path,
 ) -> None:
     dsn = new_database(postgres_module)
@@ -90,7 +89,7 @@ def test_table_without_primary_key_or_replica_identity(
 
 
 def test_a_table_that_does_not_exist(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path,
 ) -> None:
     dsn = new_database(postgres_module)

@@ -1,4 +1,4 @@
-"""The second seed end to end: digits rows in PostgreSQL, captured, trained from, scored.
+"""Database change streams end to end: digits rows in PostgreSQL, captured, trained from, scored.
 
 ``edgewise db load digits`` fills the train and test tables; one worker runs the cdc,
 cdc_transform, score and evaluate stages; ``edgewise train digits --from-topic`` trains v2
@@ -22,7 +22,6 @@ from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.registry import ModelRegistry
 from tests.fixtures.cdc import (
     new_database,
-    postgres_module,  # noqa: F401  (module fixture)
     run_cli,
     slot_name,
 )
@@ -68,7 +67,7 @@ async def insert_test_rows(dsn: str, count: int) -> float:
 
 
 def test_rows_inserted_into_the_test_table_are_scored_and_evaluated(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     dsn = new_database(postgres_module)

@@ -20,7 +20,6 @@ from tests.fixtures.cdc import (
     capture_settings,
     new_database,
     payload,
-    postgres_module,  # noqa: F401  (module fixture)
     read_topic_until,
     row_ids,
     running_capture,
@@ -88,7 +87,7 @@ def wait_for_line(log: Path, text: str, timeout: float = 30.0) -> None:
 
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str, record_property: pytest.RecordProperty,
 ) -> None:
     dsn = new_database(postgres_module)
@@ -141,7 +140,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
 
 
 def test_postgres_restart_while_streaming_recovers_alone(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     dsn = new_database(postgres_module)
@@ -170,7 +169,7 @@ def test_postgres_restart_while_streaming_recovers_alone(
 
 
 def test_a_huge_transaction_is_paged_and_the_slot_moves_past_it(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     dsn = new_database(postgres_module)
@@ -207,7 +206,7 @@ def test_a_huge_transaction_is_paged_and_the_slot_moves_past_it(
 
 
 def test_a_quiet_table_does_not_pin_the_wal(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """Writes to a table outside the publication: nothing to send, yet the slot moves."""
@@ -241,7 +240,7 @@ def test_a_quiet_table_does_not_pin_the_wal(
 
 
 def test_snapshot_modes_and_truncate(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """initial: once per slot (recorded in Kafka); always: at every start; never: not even
@@ -286,7 +285,7 @@ def test_snapshot_modes_and_truncate(
 
 
 def test_a_table_added_to_an_existing_slot_is_snapshotted(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,  # noqa: F811
+    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """The state records which tables were snapshotted, so a table captured later by the

@@ -21,6 +21,8 @@ from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.review_rule import route_low_confidence
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
 
+pytestmark = pytest.mark.integration
+
 STAGES = ["score", "route", "review", "aggregate"]
 LOW, MARGIN = 0.6, 0.15
 

@@ -10,12 +10,16 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
 from edgewise.app.services.embedded_broker import EmbeddedBroker
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
+
+pytestmark = pytest.mark.integration
 
 
 def scored_samples(metrics: str) -> float:
