@@ -1,20 +1,24 @@
 # edgewise: `make demo` runs the pipeline, `make test` runs the whole suite.
-# Both create .venv, install the project with its extras and the system packages it needs.
+# Both create .venv, install the project with its extras (at the exact versions of
+# deploy/constraints.txt, the ones the suite passed with) and the system packages it needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CONSTRAINTS := deploy/constraints.txt
+EXTRAS := cdc,edge,test
 SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql
 DURATION ?=
+comma := ,
 
-.PHONY: demo test sysdeps venv lint bench clean
+.PHONY: demo test sysdeps venv lint bench clean upgrade-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "edgewise needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)); set PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[cdc,edge,test]'
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -33,6 +37,16 @@ bench: venv
 	$(BIN)/edgewise bench score
 	$(BIN)/edgewise bench latency
 	$(BIN)/edgewise bench cdc
+
+# Newest versions allowed by pyproject's floors, pinned again, installed, and the suite run.
+upgrade-deps: venv
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+	  --python-version 3.11 --upgrade --annotation-style line \
+	  --custom-compile-command 'make upgrade-deps' -o $(CONSTRAINTS)
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+	$(MAKE) test
 
 clean:
 	rm -rf $(VENV) .edgewise .pytest_cache

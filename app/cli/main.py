@@ -49,7 +49,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
         print(f"embedded broker (Tansu, pid {broker.pid}) on {broker.url}; Ctrl-C stops it",
               file=sys.stderr, flush=True)
         try:
-            while not stop["now"] and broker.process and broker.process.poll() is None:
+            while not stop["now"] and broker.is_running:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass

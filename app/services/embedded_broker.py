@@ -8,16 +8,12 @@ Tansu keeps topics in memory: a restart loses everything, so topics are created 
 
 from __future__ import annotations
 
-import atexit
 import os
-import socket
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgewise.app.services.broker_ready import wait_for_broker
-from edgewise.app.services.processes import die_with_parent, free_port, stop_process
+from edgewise.app.services.processes import ManagedProcess, accepts_tcp, free_port
 
 __all__ = ["BrokerError", "EmbeddedBroker", "free_port", "tansu_binary", "wait_until_listening"]
 
@@ -44,22 +40,21 @@ def wait_until_listening(host: str, port: int, timeout: float = 15.0) -> None:
     """Block until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
+        if accepts_tcp(host, port, timeout=0.5):
+            return
+        time.sleep(0.05)
     raise BrokerError(f"nothing answered on {host}:{port} within {timeout:.0f}s")
 
 
-@dataclass
-class EmbeddedBroker:
+class EmbeddedBroker(ManagedProcess):
     """A running Tansu process on 127.0.0.1:<port>."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
-    log_path: Path | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    name = "Tansu"
+    start_error = BrokerError
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 log_path: Path | None = None) -> None:
+        super().__init__(log_path, host, port)
 
     @property
     def url(self) -> str:
@@ -71,13 +66,9 @@ class EmbeddedBroker:
         """host:port for raw Kafka clients."""
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
     def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         """Start Tansu and wait until it answers Kafka requests."""
-        if self.process is not None:
+        if self.is_running:
             return self
         self.port = self.port or free_port(self.host)
         address = f"tcp://{self.host}:{self.port}"
@@ -87,33 +78,19 @@ class EmbeddedBroker:
             "--advertised-listener-url", address,
             "--storage-engine", "memory://tansu/",
         ]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=die_with_parent, start_new_session=True,
-        )
-        if log is not subprocess.DEVNULL:
-            log.close()
-        atexit.register(self.stop)
+        self.spawn(cmd, env=env)
         try:
-            wait_until_listening(self.host, self.port, timeout)
-            self._wait_for_metadata(timeout)
+            self.wait_ready(timeout)
+            wait_for_broker(self.bootstrap, timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_for_metadata(self, timeout: float) -> None:
-        wait_for_broker(self.bootstrap, timeout)
-
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the broker by its PID: SIGTERM, then SIGKILL after ``timeout``."""
-        proc, self.process = self.process, None
-        stop_process(proc, timeout)
+        super().stop(timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

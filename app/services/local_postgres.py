@@ -19,7 +19,6 @@ PostgreSQL fails loudly rather than being skipped.
 
 from __future__ import annotations
 
-import atexit
 import os
 import pwd
 import shutil
@@ -28,14 +27,11 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from edgewise.app.services.processes import free_port, log_tail, stop_process
+from edgewise.app.services.processes import ManagedProcess, free_port
 
 SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "127.0.0.1",
@@ -53,9 +49,6 @@ SERVER_SETTINGS: dict[str, str] = {
 
 SUPERUSER = "postgres"
 """Database superuser created by initdb; authentication is ``trust`` (local test cluster)."""
-
-_running: dict[int, PostgresServer] = {}
-
 
 class PostgresUnavailable(RuntimeError):
     """The PostgreSQL server binaries (initdb, postgres) could not be found or started."""
@@ -128,46 +121,41 @@ def _accepts_connections(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-@dataclass
-class PostgresServer:
+class PostgresServer(ManagedProcess):
     """A running test cluster; stop it with :meth:`stop`, or use it as a context manager."""
 
-    host: str
-    port: int
-    pid: int
-    data_dir: Path
-    socket_dir: Path
-    log_path: Path
-    bin_dir: Path
-    settings: dict[str, str]
-    database: str = "postgres"
-    user: str = SUPERUSER
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _account: pwd.struct_passwd | None = field(default=None, repr=False)
-    _cluster_dir: Path | None = field(default=None, repr=False)
+    name = "postgres"
+    start_error = PostgresUnavailable
+    stop_signal = signal.SIGINT  # fast shutdown
+    stop_timeout = 15.0
+
+    def __init__(
+        self, *, port: int, data_dir: Path, socket_dir: Path, log_path: Path, bin_dir: Path,
+        settings: dict[str, str], account: pwd.struct_passwd | None,
+        cluster_dir: Path | None, host: str = "127.0.0.1",
+    ) -> None:
+        super().__init__(log_path, host, port)
+        self.data_dir = data_dir
+        self.socket_dir = socket_dir
+        self.bin_dir = bin_dir
+        self.settings = settings
+        self.database = "postgres"
+        self.user = SUPERUSER
+        self._account = account
+        self._cluster_dir = cluster_dir
 
     @property
     def dsn(self) -> str:
         """libpq/asyncpg connection URL over TCP (trust authentication, no password)."""
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
-    @property
-    def running(self) -> bool:
-        """Whether the postmaster we started is still alive."""
-        return self._process is not None and self._process.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Fast shutdown by PID (SIGINT); SIGKILL if it has not exited within ``timeout``."""
-        if self._process is None:
-            return
-        stop_process(self._process, timeout, sig=signal.SIGINT)
-        self._process = None
-        _running.pop(self.pid, None)
+    def ready(self) -> bool:
+        return _accepts_connections(self.host, self.port)
 
     def restart(self, timeout: float = 30.0) -> None:
         """Stop, then start again on the same port and data dir (crash/resume tests)."""
         self.stop()
-        self._launch(timeout)
+        self.launch(timeout)
 
     def close(self) -> None:
         """Stop the server and delete its cluster directory; the log file is kept."""
@@ -179,60 +167,17 @@ class PostgresServer:
     def __enter__(self) -> PostgresServer:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of the server log, for error messages that explain a failed start."""
-        return log_tail(self.log_path, lines, missing="(no server log)")
-
-    def _launch(self, timeout: float) -> None:
+    def launch(self, timeout: float) -> None:
         """Start the postmaster and wait until it completes a startup handshake."""
-        command: list[str] = [
-            str(self.bin_dir / "postgres"),
-            "-D",
-            str(self.data_dir),
-            "-p",
-            str(self.port),
-            "-k",
-            str(self.socket_dir),
-        ]
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p",
+                   str(self.port), "-k", str(self.socket_dir)]
         for name, value in self.settings.items():
             command += ["-c", f"{name}={value}"]
-        with open(self.log_path, "ab") as log:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.socket_dir,
-                start_new_session=True,  # a Ctrl-C in the terminal is ours to forward
-                **_as_account(self._account),
-            )
-        self._process = process
-        self.pid = process.pid
-        _running[self.pid] = self
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                self._process = None
-                _running.pop(self.pid, None)
-                raise PostgresUnavailable(
-                    f"postgres exited with code {process.returncode} on port {self.port}:\n"
-                    + self.log_tail()
-                )
-            if _accepts_connections(self.host, self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise PostgresUnavailable(
-            f"postgres did not accept connections within {timeout}s:\n" + self.log_tail()
-        )
+        self.spawn(command, cwd=self.socket_dir, **_as_account(self._account))
+        self.wait_ready(timeout)
 
 
 def _initdb(bin_dir: Path, data_dir: Path, log_path: Path, account: Any) -> None:
@@ -289,19 +234,13 @@ def start_postgres(
         last_error: PostgresUnavailable | None = None
         for _ in range(attempts):
             server = PostgresServer(
-                host="127.0.0.1",
-                port=free_tcp_port(),
-                pid=0,
-                data_dir=data_dir,
-                socket_dir=cluster_dir,
-                log_path=log_path,
-                bin_dir=bin_dir,
-                settings={**SERVER_SETTINGS, **(settings or {})},
-                _account=account,
-                _cluster_dir=cluster_dir,
+                port=free_tcp_port(), data_dir=data_dir, socket_dir=cluster_dir,
+                log_path=log_path, bin_dir=bin_dir,
+                settings={**SERVER_SETTINGS, **(settings or {})}, account=account,
+                cluster_dir=cluster_dir,
             )
             try:
-                server._launch(timeout)
+                server.launch(timeout)
                 return server
             except PostgresUnavailable as error:
                 last_error = error
@@ -310,10 +249,3 @@ def start_postgres(
     except BaseException:
         shutil.rmtree(cluster_dir, ignore_errors=True)
         raise
-
-
-@atexit.register
-def _stop_leftover_servers() -> None:
-    """Never leave a postmaster behind when a test run is interrupted."""
-    for server in list(_running.values()):
-        server.stop(timeout=5.0)

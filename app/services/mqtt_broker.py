@@ -10,22 +10,16 @@ amqtt inside this process, on a thread of its own (its sessions live in memory).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import logging
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from edgewise.app.services.processes import die_with_parent, free_port, log_tail, stop_process
+from edgewise.app.services.processes import ManagedProcess, free_port
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 HOST = "127.0.0.1"
@@ -42,15 +36,6 @@ class MosquittoStartError(RuntimeError):
     """mosquitto exited or never accepted connections; the message carries its log."""
 
 
-def accepts_tcp(host: str, port: int) -> bool:
-    """True when something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def find_mosquitto(binary: str | Path | None = None) -> Path:
     """Locate the broker binary, or explain how to get it."""
     candidates = [str(binary)] if binary else [DEFAULT_BINARY, "mosquitto"]
@@ -64,28 +49,18 @@ def find_mosquitto(binary: str | Path | None = None) -> Path:
     )
 
 
-class MosquittoBroker:
+class MosquittoBroker(ManagedProcess):
     """One mosquitto process listening on 127.0.0.1, restartable on the same port."""
+
+    name = "mosquitto"
+    start_error = MosquittoStartError
 
     def __init__(self, workdir: str | Path, *, binary: str | Path | None = None) -> None:
         self.binary = find_mosquitto(binary)
         self.workdir = Path(workdir)
-        self.host = HOST
-        self.port: int = 0  # chosen on first start, then kept for every restart
+        super().__init__(self.workdir / "mosquitto.log", HOST)  # port chosen on first start
         self.config_path = self.workdir / "mosquitto.conf"
-        self.log_path = self.workdir / "mosquitto.log"
         self.persistence_dir = self.workdir / "data"
-        self._process: subprocess.Popen[bytes] | None = None
-        atexit.register(self.stop)  # a run that dies before teardown leaves no process
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running broker, or None when it is stopped."""
-        return self._process.pid if self.is_running else None
-
-    @property
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     @property
     def url(self) -> str:
@@ -115,60 +90,23 @@ class MosquittoBroker:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the broker (same port and persistence as before) and wait until it listens."""
-        if self.is_running:
-            raise RuntimeError(f"mosquitto already running as PID {self.pid}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.persistence_dir.mkdir(exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
         self._write_config()
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [str(self.binary), "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal must not hit it first
-                preexec_fn=die_with_parent,  # and a killed parent leaves no orphan
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise MosquittoStartError(
-                    f"mosquitto exited with {self._process.returncode} on port {self.port}; "
-                    f"log:\n{self.log_tail()}")
-            if accepts_tcp(self.host, self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise MosquittoStartError(
-            f"mosquitto did not accept connections on {self.host}:{self.port} within "
-            f"{timeout} s; log:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the broker by PID (it saves its persistence file), SIGKILL if it hangs."""
-        stop_process(self._process, timeout)
-        self._process = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker by PID, as a crash would: no final persistence save."""
-        stop_process(self._process, sig=signal.SIGKILL)
-        self._process = None
+        self.spawn([str(self.binary), "-c", str(self.config_path)])
+        self.wait_ready(timeout)
 
     def restart(self, timeout: float = 10.0) -> None:
-        """Stop and start again on the same port with the same persistence."""
+        """Stop (SIGTERM: it saves its persistence file) and start again on the same port with
+        the same persistence."""
         self.stop(timeout)
         self.start(timeout)
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The last lines of the broker's log, for error messages."""
-        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> MosquittoBroker:
         self.start()
         return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"MosquittoBroker({self.url}, pid={self.pid})"

@@ -36,8 +36,11 @@ def test_broker_outage_loses_nothing(
                           "--count", str(MESSAGES), "--batch-size", "1", "--rate", str(RATE),
                           "--run-id", "outage", "--drain-timeout", "60"],
                          env, tmp_path / "edge.log")
-            time.sleep(3.0)
-            mqtt.stop()  # mid-run: about 300 messages are out, 700 to come
+            # the edge is publishing (it may take seconds to start on a cold machine)
+            read_ids(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+                     [f"press-3-outage-{i}" for i in range(50)], timeout=30)
+            time.sleep(1.0)
+            mqtt.stop()  # mid-run: a few hundred messages are out, the rest to come
             stopped_at = time.monotonic() - started
             time.sleep(OUTAGE_S)
             mqtt.start()

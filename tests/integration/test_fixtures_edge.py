@@ -8,7 +8,6 @@ these behaviours, so they are pinned here against the real processes.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from aiobotocore.session import get_session
 
+from edgewise.app.services.processes import accepts_tcp
 from edgewise.models.faces import crop_face, detect_faces, encode_png
 from tests.fixtures.mosquitto import MosquittoBroker, MosquittoNotInstalledError
 from tests.fixtures.s3 import MotoS3Server
@@ -57,14 +57,6 @@ async def receive(client: aiomqtt.Client, count: int) -> list[bytes]:
             if len(received) == count:
                 break
     return received
-
-
-def accepts_tcp(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # -- mosquitto ---------------------------------------------------------------------------

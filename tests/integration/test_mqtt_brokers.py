@@ -9,7 +9,8 @@ import aiomqtt
 import pytest
 
 from edgewise.app.adapters.mqtt_topics import mqtt_address
-from edgewise.app.services.mqtt_broker import AmqttBroker, accepts_tcp, local_mqtt_broker
+from edgewise.app.services.mqtt_broker import AmqttBroker, local_mqtt_broker
+from edgewise.app.services.processes import accepts_tcp
 
 pytestmark = pytest.mark.integration
 

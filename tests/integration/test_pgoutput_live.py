@@ -349,7 +349,7 @@ async def test_slot_advance_survives_restart(postgres: PostgresServer) -> None:
 
     old_pid = postgres.pid
     postgres.restart()
-    assert postgres.pid != old_pid and postgres.running
+    assert postgres.pid != old_pid and postgres.is_running
 
     db = await asyncpg.connect(postgres.dsn)
     try:
