@@ -1,33 +1,38 @@
 """aggregate: prediction batches folded into tumbling and hopping windows per device.
 
-One table write per batch; idempotent by sample id (see ``tables.windows``).
+One device record write per batch (plus its id chunk); a replayed input is recognised by
+its offset and a repeated sample by its id, so nothing is counted twice (see
+``tables.seen_ids``), at a cost proportional to the batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import PredictionBatch
+from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
-from edgewise.tables.windows import WindowSpec, fold_batch
+from edgewise.tables.seen_ids import SeenIds
+from edgewise.tables.windows import WindowSpec, fold_device_batch
 
 STAGE = "aggregate"
 
 
 def fold_prediction_batch(
-    state: dict[str, Any] | None, batch: PredictionBatch, spec: WindowSpec,
-    low_confidence: float, min_margin: float,
-) -> tuple[dict[str, Any], int]:
-    """Fold one batch into a device's window state (pure)."""
+    table: MutableMapping[str, Any], seen: SeenIds, batch: PredictionBatch, spec: WindowSpec,
+    low_confidence: float, min_margin: float, origin: Origin | None = None,
+) -> int:
+    """Fold one batch into its device's window record; returns the samples counted."""
     low = route_low_confidence(batch.confidence, batch.margins(), low_confidence, min_margin)
     rows = {
         "timestamps": batch.timestamps, "labels": batch.labels,
         "confidence": batch.confidence, "low": low, "true_labels": batch.true_labels,
         "latency_ms": batch.latency_ms,
     }
-    return fold_batch(state, spec, f"{batch.model}:{batch.model_version}", batch.ids, rows)
+    return fold_device_batch(table, seen, batch.device, spec,
+                             f"{batch.model}:{batch.model_version}", batch.ids, rows, origin)
 
 
 def register(ctx: StageContext) -> None:
@@ -35,13 +40,13 @@ def register(ctx: StageContext) -> None:
     settings = ctx.settings
     table = device_windows.define(ctx)
     spec = device_windows.window_spec(ctx)
+    seen = SeenIds(settings.dedupe_seconds, settings.dedupe_max_ids)
     source = ctx.names.predictions
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.aggregate")
     async def aggregate(stream: Any) -> None:
-        async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
-            state, counted = fold_prediction_batch(
-                table.get(batch.device), batch, spec, settings.low_confidence,
-                settings.min_margin)
-            table[batch.device] = state
+        async for batch, origin in ctx.decoded_events(stream, STAGE, source,
+                                                      ctx.decode_predictions):
+            counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
+                                            settings.min_margin, origin)
             ctx.count(STAGE, samples=counted)

@@ -2,8 +2,9 @@
 
 ``device_windows`` is keyed by device id (the key of the predictions topic, so the table is
 co-partitioned with its source) and changelog-backed: a restarted worker rebuilds it from
-``<app id>-device_windows-changelog``. Views for a device are answered by the worker that
-owns the device's partition (``table_route``).
+``<app id>-device_windows-changelog``. Beside each device's record it holds that device's
+id chunks (``tables.seen_ids``), which the views skip. Views for a device are answered by
+the worker that owns the device's partition (``table_route``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import faust
 from aiohttp import web as aioweb
 
 from edgewise.app.core.context import StageContext, json_schema
+from edgewise.tables.seen_ids import is_chunk_key
 from edgewise.tables.windows import WindowSpec, window_view
 
 TABLE = "device_windows"
@@ -22,7 +24,8 @@ TABLE = "device_windows"
 def window_spec(ctx: StageContext) -> WindowSpec:
     s = ctx.settings
     return WindowSpec(s.tumbling_seconds, s.hopping_seconds, s.hopping_step_seconds,
-                      s.windows_kept)
+                      s.windows_kept, s.window_max_models, s.window_max_labels,
+                      s.table_record_max_bytes)
 
 
 def define(ctx: StageContext) -> faust.Table:
@@ -37,9 +40,12 @@ def define(ctx: StageContext) -> faust.Table:
     async def devices(web: Any, request: Any) -> Any:
         listing = []
         for device, state in sorted(table.items()):
+            if is_chunk_key(device):
+                continue
             listing.append({
                 "device": device, "newest": state.get("newest"), "late": state.get("late", 0),
                 "replayed": state.get("replayed", 0),
+                "evicted_windows": state.get("evicted_windows", 0),
                 "windows": f"/api/devices/{device}/windows",
             })
         return web.json({"devices": listing, "worker": ctx.app.conf.id,
@@ -51,7 +57,7 @@ def define(ctx: StageContext) -> faust.Table:
         kind = request.query.get("kind", "tumbling")
         if kind not in ("tumbling", "hopping"):
             raise aioweb.HTTPBadRequest(text="kind must be tumbling or hopping")
-        state = table.get(device)
+        state = None if is_chunk_key(device) else table.get(device)
         if state is None:
             raise aioweb.HTTPNotFound(text=f"no windows for device {device}")
         size = spec.tumbling if kind == "tumbling" else spec.hopping

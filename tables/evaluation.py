@@ -4,17 +4,22 @@ Only predictions whose true label is known count. The table is keyed by device (
 of the predictions topic, so it is co-partitioned with its source and rebuilt from
 ``<app id>-evaluation-changelog``); the view adds the devices up per model version.
 
-Value layout (JSON), per device::
+Record layout (JSON), per device::
 
-    {"models": {"<model>:<version>": {
-        "total": stats, "windows": {"<start>": stats}, "seen": {"<start>": "<b64 hashes>"}}},
-     "newest": <newest scored_at>, "replayed": n, "late": n}
+    {"models": {"<model>:<version>": {"total": stats, "windows": {"<start>": stats},
+                                      "last": <newest scored_at>}},
+     "ids": {"first", "last", "watermark"}, "newest": <newest window start>,
+     "replayed": n, "late": n, "evicted_models": n}
     stats = {"count", "correct", "log_loss_sum", "outside_top_k"}
 
 Windows are tumbling windows of *scoring* time (``scored_at``), so they say how a model
-did lately. Replays (a redelivered prediction, a row the change stream sent twice) are
-recognised by sample id within the kept windows and not counted again; a prediction
-scored before the oldest kept window can no longer be checked and is counted as ``late``.
+did lately. A sample is evaluated once, by the first model that scored it: a replayed
+input is recognised by its offset, a repeated sample (a row the change stream sent twice,
+a re-score after a model swap) by its id within the dedupe horizon (``tables.seen_ids``,
+id chunks in the same table); a prediction scored before the oldest kept window is counted
+as ``late``. At most ``max_models`` model versions are kept per device (the one scored
+least recently goes first, counted in ``evicted_models``), and the oldest windows give way
+when a record would outgrow ``max_record_bytes``.
 
 Log-loss from top-k: a prediction carries the probabilities of its top-k classes only
 (``top_k`` setting). The loss of a sample is ``-ln p(true class)`` when the true class is
@@ -25,16 +30,18 @@ of classes (10 for digits) the figure is the exact log-loss.
 
 from __future__ import annotations
 
-import base64
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import faust
 import numpy as np
+import orjson
 
 from edgewise.app.core.context import StageContext, json_schema
-from edgewise.tables.windows import id_hashes
+from edgewise.app.core.records import Origin
+from edgewise.tables.seen_ids import SeenIds, id_hashes, is_chunk_key, is_replay, new_ids_state
 
 TABLE = "evaluation"
 
@@ -46,6 +53,8 @@ class EvaluationSpec:
     window: float
     kept: int
     floor: float
+    max_models: int = 16
+    max_record_bytes: int = 64 * 1024
 
 
 def true_class_probability(true_labels: np.ndarray, top_labels: np.ndarray,
@@ -86,55 +95,74 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _hashes(blob: str | None) -> np.ndarray:
-    if not blob:
-        return np.empty(0, np.uint64)
-    return np.frombuffer(base64.b64decode(blob), dtype=np.uint64)
+def new_evaluation_state() -> dict[str, Any]:
+    return {"models": {}, "ids": new_ids_state(), "newest": 0.0, "replayed": 0, "late": 0,
+            "evicted_models": 0}
 
 
-def fold_evaluation(
-    state: dict[str, Any] | None, spec: EvaluationSpec, model_key: str, ids: list[str],
-    scored_at: float, true_labels: np.ndarray, labels: np.ndarray, top_labels: np.ndarray,
-    top_probs: np.ndarray,
-) -> tuple[dict[str, Any], int]:
-    """Fold one prediction batch into a device's state; returns (state, samples counted)."""
-    state = state or {"models": {}, "newest": 0.0, "replayed": 0, "late": 0}
+def fold_device_evaluation(
+    table: MutableMapping[str, Any], seen: SeenIds, device: str, spec: EvaluationSpec,
+    model_key: str, ids: list[str], scored_at: float, true_labels: np.ndarray,
+    labels: np.ndarray, top_labels: np.ndarray, top_probs: np.ndarray,
+    origin: Origin | None = None,
+) -> int:
+    """Fold the labelled predictions of one batch into a device's evaluation record;
+    returns the samples counted. Work is proportional to the batch."""
     known = np.asarray(true_labels) >= 0
     if not known.any():
-        return state, 0
+        return 0
+    state = table.get(device) or new_evaluation_state()
+    if is_replay(state["ids"], origin):
+        state["replayed"] += int(known.sum())
+        return 0
     start = math.floor(scored_at / spec.window) * spec.window
     newest = max(state["newest"], start)
     horizon = newest - (spec.kept - 1) * spec.window
-    if start < horizon:
-        state["late"] += int(known.sum())
-        return state, 0
-    state["newest"] = newest
-    model = state["models"].setdefault(model_key, {"total": empty_stats(), "windows": {},
-                                                   "seen": {}})
     rows = np.flatnonzero(known)
+    if start < horizon:
+        state["late"] += len(rows)
+        return 0
+    state["newest"] = newest
+    ids_known = seen.known(table, device, state["ids"])
     hashes = id_hashes([ids[i] for i in rows])
-    seen = np.concatenate([_hashes(b) for b in model["seen"].values()] or [_hashes(None)])
-    _, first = np.unique(hashes, return_index=True)
-    fresh = np.zeros(len(rows), dtype=bool)
-    fresh[first] = True
-    fresh &= ~np.isin(hashes, seen)
+    fresh = seen.fresh(ids_known, hashes)
     state["replayed"] += int((~fresh).sum())
-    rows, hashes = rows[fresh], hashes[fresh]
+    rows = rows[fresh]
     if len(rows):
         truth = np.asarray(true_labels)[rows]
         probs, found = true_class_probability(truth, np.asarray(top_labels)[rows],
                                               np.asarray(top_probs)[rows], spec.floor)
         correct = np.asarray(labels)[rows] == truth
-        key = repr(float(start))
+        model = _model(state, model_key, spec)
+        model["last"] = max(model["last"], scored_at)
         add_stats(model["total"], correct, probs, found)
-        add_stats(model["windows"].setdefault(key, empty_stats()), correct, probs, found)
-        model["seen"][key] = base64.b64encode(
-            np.union1d(_hashes(model["seen"].get(key)), hashes).astype(np.uint64).tobytes()
-        ).decode()
+        add_stats(model["windows"].setdefault(repr(float(start)), empty_stats()), correct,
+                  probs, found)
     for other in state["models"].values():
         other["windows"] = {k: v for k, v in other["windows"].items() if float(k) >= horizon}
-        other["seen"] = {k: v for k, v in other["seen"].items() if float(k) >= horizon}
-    return state, int(len(rows))
+    seen.record(table, device, state["ids"], ids_known, hashes[fresh], origin, scored_at)
+    _bound(state, spec)
+    table[device] = state
+    return int(len(rows))
+
+
+def _model(state: dict[str, Any], model_key: str, spec: EvaluationSpec) -> dict[str, Any]:
+    models = state["models"]
+    if model_key not in models and len(models) >= spec.max_models:
+        del models[min(models, key=lambda k: models[k]["last"])]
+        state["evicted_models"] = state.get("evicted_models", 0) + 1
+    return models.setdefault(model_key, {"total": empty_stats(), "windows": {}, "last": 0.0})
+
+
+def _bound(state: dict[str, Any], spec: EvaluationSpec) -> None:
+    """Drop the oldest windows until the record fits (cumulative totals stay)."""
+    while len(orjson.dumps(state)) > spec.max_record_bytes:
+        starts = [float(k) for m in state["models"].values() for k in m["windows"]]
+        if not starts:
+            return
+        oldest = repr(min(starts))
+        for model in state["models"].values():
+            model["windows"].pop(oldest, None)
 
 
 def evaluation_view(states: list[dict[str, Any]], window: float) -> dict[str, Any]:
@@ -172,7 +200,8 @@ def _model_order(model_key: str) -> tuple[str, int]:
 def evaluation_spec(ctx: StageContext) -> EvaluationSpec:
     s = ctx.settings
     return EvaluationSpec(s.evaluation_window_seconds, s.evaluation_windows_kept,
-                          s.evaluation_log_loss_floor)
+                          s.evaluation_log_loss_floor, s.evaluation_max_models,
+                          s.table_record_max_bytes)
 
 
 def define(ctx: StageContext) -> faust.Table:
@@ -191,7 +220,8 @@ def define(ctx: StageContext) -> faust.Table:
     @ctx.app.page("/api/evaluation")
     async def evaluation(web: Any, request: Any) -> Any:
         prefix = request.query.get("device", "")
-        states = [state for device, state in table.items() if device.startswith(prefix)]
+        states = [state for device, state in table.items()
+                  if device.startswith(prefix) and not is_chunk_key(device)]
         view = evaluation_view(states, spec.window)
         view.update(devices=len(states), worker=ctx.app.conf.id, partitions="this worker's",
                     log_loss_floor=spec.floor, top_k=ctx.settings.top_k)

@@ -1,15 +1,21 @@
 """Window maths and per-window statistics, as pure functions over plain dicts.
 
-One table value per device holds everything that device's windows need, so one changelog
-record carries both the statistics and the ids already counted (idempotency by sample id:
-a replayed sample is recognised and not counted twice).
+A device's record in the window table holds its windows' statistics; which samples it
+already counted is tracked by ``tables.seen_ids`` (a source-offset watermark in the same
+record, and id chunks beside it), so a replay or a repeated sample is never counted twice.
 
-Value layout (JSON)::
+Record layout (JSON)::
 
-    {"tumbling": {"<start>": {"<model>:<version>": stats}}, "hopping": {...},
-     "seen": {"<tumbling start>": "<base64 sorted uint64 id hashes>"},
-     "newest": <newest sample time>, "late": <samples dropped as late>,
-     "replayed": <samples recognised as already counted>}
+    {"tumbling": {"<start>": {"total": stats, "models": {"<model>:<version>": stats}}},
+     "hopping": {...}, "ids": {"first", "last", "watermark": {"<partition>": offset}},
+     "newest": <newest sample time>, "late": n, "replayed": n, "evicted_windows": n}
+    stats = {"count", "labels": {"<label>": n}, "conf_sum", "conf_min", "low", "labelled",
+             "correct", "latency": {"<bucket>": n}}
+
+Bounded whatever the rate: at most ``max_models`` model versions per window (the smallest
+is folded into ``(other)``; the window's total keeps everything), at most ``max_labels``
+labels per stats (the rest under ``other``), a sparse latency histogram, and when a record
+still outgrows ``max_record_bytes`` its oldest closed windows are evicted and counted.
 
 Lateness, said out loud: a window accepts samples until it falls out of the newest
 ``kept`` windows of its kind (measured against the newest sample time of the device);
@@ -18,27 +24,35 @@ samples older than the oldest kept tumbling window are counted in ``late`` and d
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
+
+from edgewise.app.core.records import Origin
+from edgewise.tables.seen_ids import SeenIds, id_hashes, is_replay, new_ids_state
 
 LATENCY_BUCKETS = 80
 LATENCY_BASE_MS = 0.1
 LATENCY_FACTOR = 2 ** 0.25  # each bucket 19% wider than the last: 0.1 ms .. ~100 s
+OTHER_MODELS = "(other)"
+OTHER_LABELS = "other"
 
 
 @dataclass(frozen=True)
 class WindowSpec:
-    """Sizes of the two window kinds and how many closed windows are kept."""
+    """Sizes of the two window kinds, how many are kept, and the record's bounds."""
 
     tumbling: float
     hopping: float
     step: float
     kept: int
+    max_models: int = 4
+    max_labels: int = 100
+    max_record_bytes: int = 64 * 1024
 
 
 def tumbling_starts(ts: np.ndarray, size: float) -> np.ndarray:
@@ -54,14 +68,6 @@ def hopping_starts(ts: np.ndarray, size: float, step: float) -> np.ndarray:
     return np.where(starts + size > ts[:, None], starts, np.nan)
 
 
-def id_hashes(ids: list[str]) -> np.ndarray:
-    """Stable 64-bit hashes of sample ids (collisions are negligible at 2**-64)."""
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
-         for i in ids], dtype=np.uint64,
-    )
-
-
 def latency_buckets(latency_ms: np.ndarray) -> np.ndarray:
     """Histogram bucket of each latency (log spaced)."""
     safe = np.maximum(latency_ms.astype(np.float64), LATENCY_BASE_MS)
@@ -69,14 +75,25 @@ def latency_buckets(latency_ms: np.ndarray) -> np.ndarray:
     return np.clip(index, 0, LATENCY_BUCKETS - 1)
 
 
-def latency_quantile(hist: list[int], q: float) -> float | None:
+def dense_histogram(hist: dict[str, int] | list[int]) -> list[int]:
+    """A latency histogram as a list of LATENCY_BUCKETS counts (records keep it sparse)."""
+    if isinstance(hist, list):
+        return hist
+    out = [0] * LATENCY_BUCKETS
+    for bucket, count in hist.items():
+        out[int(bucket)] += count
+    return out
+
+
+def latency_quantile(hist: dict[str, int] | list[int], q: float) -> float | None:
     """The q-quantile of a latency histogram, as the upper edge of its bucket."""
-    total = sum(hist)
+    counts = dense_histogram(hist)
+    total = sum(counts)
     if not total:
         return None
     rank = max(q * total, 1)
     running = 0
-    for index, count in enumerate(hist):
+    for index, count in enumerate(counts):
         running += count
         if running >= rank:
             return round(LATENCY_BASE_MS * LATENCY_FACTOR ** (index + 1), 3)
@@ -85,34 +102,60 @@ def latency_quantile(hist: list[int], q: float) -> float | None:
 
 def empty_stats() -> dict[str, Any]:
     return {"count": 0, "labels": {}, "conf_sum": 0.0, "conf_min": 1.0, "low": 0,
-            "labelled": 0, "correct": 0, "latency": [0] * LATENCY_BUCKETS}
+            "labelled": 0, "correct": 0, "latency": {}}
 
 
-def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray]) -> None:
+def _add_counts(into: dict[str, int], keys: list[Any], counts: list[int], bound: int) -> None:
+    for name, count in zip(keys, counts, strict=True):
+        name = str(name)
+        if name not in into and len(into) >= bound:
+            name = OTHER_LABELS
+        into[name] = into.get(name, 0) + count
+
+
+def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray],
+                 max_labels: int = 100) -> None:
     """Fold the given rows (labels, confidence, low, true_labels, latency_ms) into stats."""
     n = len(rows["labels"])
     if not n:
         return
     stats["count"] += n
     values, counts = np.unique(rows["labels"], return_counts=True)
-    for label, count in zip(values.tolist(), counts.tolist(), strict=False):
-        stats["labels"][str(label)] = stats["labels"].get(str(label), 0) + count
+    _add_counts(stats["labels"], values.tolist(), counts.tolist(), max_labels)
     stats["conf_sum"] += float(rows["confidence"].sum())
     stats["conf_min"] = min(stats["conf_min"], float(rows["confidence"].min()))
     stats["low"] += int(rows["low"].sum())
     known = rows["true_labels"] >= 0
     stats["labelled"] += int(known.sum())
     stats["correct"] += int((rows["labels"][known] == rows["true_labels"][known]).sum())
-    hist = np.bincount(latency_buckets(rows["latency_ms"]), minlength=LATENCY_BUCKETS)
-    stats["latency"] = (np.asarray(stats["latency"]) + hist).tolist()
+    buckets, counts = np.unique(latency_buckets(rows["latency_ms"]), return_counts=True)
+    _add_counts(stats["latency"], buckets.tolist(), counts.tolist(), LATENCY_BUCKETS)
+
+
+def merge_stats(into: dict[str, Any], stats: dict[str, Any], max_labels: int = 100) -> None:
+    """Add one stats block to another."""
+    into["count"] += stats["count"]
+    _add_counts(into["labels"], list(stats["labels"]), list(stats["labels"].values()),
+                max_labels)
+    into["conf_sum"] += stats["conf_sum"]
+    into["conf_min"] = min(into["conf_min"], stats["conf_min"])
+    for name in ("low", "labelled", "correct"):
+        into[name] += stats[name]
+    latency = stats["latency"]
+    if isinstance(latency, list):
+        latency = {str(i): n for i, n in enumerate(latency) if n}
+    _add_counts(into["latency"], list(latency), list(latency.values()), LATENCY_BUCKETS)
 
 
 def summarize(stats: dict[str, Any]) -> dict[str, Any]:
     """What a view shows for one window: counts, confidence, accuracy, latency p50/p95."""
     count = stats["count"]
+    labels = sorted(stats["labels"].items(),
+                    key=lambda kv: (kv[0] == OTHER_LABELS, int(kv[0]) if kv[0].lstrip("-")
+                                    .isdigit() else 0))
     return {
         "count": count,
-        "labels": dict(sorted(stats["labels"].items(), key=lambda kv: int(kv[0]))),
+        "labels": dict(labels),
         "mean_confidence": round(stats["conf_sum"] / count, 4) if count else None,
         "min_confidence": round(stats["conf_min"], 4) if count else None,
         "low_confidence": stats["low"],
@@ -123,69 +166,103 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _seen_get(state: dict[str, Any], start: str) -> np.ndarray:
-    blob = state["seen"].get(start)
-    if not blob:
-        return np.empty(0, np.uint64)
-    return np.frombuffer(base64.b64decode(blob), dtype=np.uint64)
+def new_device_state() -> dict[str, Any]:
+    return {"tumbling": {}, "hopping": {}, "ids": new_ids_state(), "newest": 0.0, "late": 0,
+            "replayed": 0, "evicted_windows": 0}
 
 
-def fold_batch(
-    state: dict[str, Any] | None, spec: WindowSpec, model_key: str,
-    ids: list[str], rows: dict[str, np.ndarray],
-) -> tuple[dict[str, Any], int]:
-    """Add one prediction batch to a device's state; returns (state, samples counted).
-
-    ``rows`` holds columns ``timestamps``, ``labels``, ``confidence``, ``low``,
-    ``true_labels`` and ``latency_ms``. Samples already counted, or late, are skipped.
-    """
-    state = state or {"tumbling": {}, "hopping": {}, "seen": {}, "newest": 0.0, "late": 0,
-                      "replayed": 0}
+def fold_stats(state: dict[str, Any], spec: WindowSpec, model_key: str,
+               rows: dict[str, np.ndarray], fresh: np.ndarray) -> int:
+    """Add the ``fresh`` rows of one batch to the windows of a device's state; returns how
+    many were counted (late ones are counted in ``late`` instead)."""
     ts = rows["timestamps"].astype(np.float64)
-    if not len(ts):
-        return state, 0
-    state["newest"] = max(state["newest"], float(ts.max()))
-    horizon = tumbling_starts(np.array([state["newest"]]), spec.tumbling)[0] - (
-        spec.kept * spec.tumbling)
+    horizon = late_horizon(state, spec)
     tumble = tumbling_starts(ts, spec.tumbling)
-    keep = tumble >= horizon
-    state["late"] += int((~keep).sum())
-    hashes = id_hashes(ids)
-    for start in np.unique(tumble[keep]):
-        key = repr(float(start))
-        seen = _seen_get(state, key)
-        in_window = keep & (tumble == start)
-        fresh = in_window & ~np.isin(hashes, seen)
-        state["replayed"] += int((in_window & ~fresh).sum())
-        keep &= ~(in_window & ~fresh)
-        state["seen"][key] = base64.b64encode(
-            np.union1d(seen, hashes[fresh]).astype(np.uint64).tobytes()).decode()
-    _add_windows(state["tumbling"], tumble[:, None], keep, model_key, rows)
+    keep = fresh & (tumble >= horizon)
+    state["late"] += int((fresh & ~keep).sum())
+    _add_windows(state["tumbling"], tumble[:, None], keep, model_key, rows, spec)
     _add_windows(state["hopping"], hopping_starts(ts, spec.hopping, spec.step), keep,
-                 model_key, rows)
+                 model_key, rows, spec)
     _expire(state, spec, horizon)
-    return state, int(keep.sum())
+    return int(keep.sum())
+
+
+def late_horizon(state: dict[str, Any], spec: WindowSpec) -> float:
+    """Start of the oldest tumbling window that still takes samples."""
+    newest = tumbling_starts(np.array([state["newest"]]), spec.tumbling)[0]
+    return float(newest - spec.kept * spec.tumbling)
+
+
+def fold_device_batch(
+    table: MutableMapping[str, Any], seen: SeenIds, device: str, spec: WindowSpec,
+    model_key: str, ids: list[str], rows: dict[str, np.ndarray], origin: Origin | None = None,
+) -> int:
+    """Fold one prediction batch into a device's record of ``table``; returns the samples
+    counted. Work is proportional to the batch: a replayed input is recognised by its
+    offset, a repeated sample by its id, and only the batch's windows and ids are touched.
+    """
+    state = table.get(device) or new_device_state()
+    ts = rows["timestamps"].astype(np.float64)
+    if is_replay(state["ids"], origin):
+        state["replayed"] += len(ts)  # shown by the views; not worth a changelog record
+        return 0
+    if len(ts):
+        state["newest"] = max(state["newest"], float(ts.max()))
+    known = seen.known(table, device, state["ids"])
+    hashes = id_hashes(ids)
+    fresh = seen.fresh(known, hashes)
+    state["replayed"] += int((~fresh).sum())
+    counted = fold_stats(state, spec, model_key, rows, fresh) if len(ts) else 0
+    seen.record(table, device, state["ids"], known, hashes[fresh], origin, state["newest"])
+    bound_record(state, spec)
+    table[device] = state
+    return counted
 
 
 def _add_windows(
     windows: dict[str, Any], starts: np.ndarray, keep: np.ndarray, model_key: str,
-    rows: dict[str, np.ndarray],
+    rows: dict[str, np.ndarray], spec: WindowSpec,
 ) -> None:
     for column in range(starts.shape[1]):
         col = starts[:, column]
         valid = keep & ~np.isnan(col)
         for start in np.unique(col[valid]):
             mask = valid & (col == start)
-            per_model = windows.setdefault(repr(float(start)), {})
-            stats = per_model.setdefault(model_key, empty_stats())
-            add_to_stats(stats, {name: values[mask] for name, values in rows.items()})
+            window = windows.setdefault(repr(float(start)),
+                                        {"total": empty_stats(), "models": {}})
+            picked = {name: values[mask] for name, values in rows.items()}
+            add_to_stats(window["total"], picked, spec.max_labels)
+            add_to_stats(_model_stats(window["models"], model_key, spec), picked,
+                         spec.max_labels)
+
+
+def _model_stats(models: dict[str, Any], model_key: str, spec: WindowSpec) -> dict[str, Any]:
+    """The stats of ``model_key`` in a window; past ``max_models`` the smallest model's
+    stats are folded into ``(other)`` to make room."""
+    if model_key not in models and len(models) >= spec.max_models:
+        named = [k for k in models if k != OTHER_MODELS]
+        smallest = min(named, key=lambda k: models[k]["count"])
+        other = models.setdefault(OTHER_MODELS, empty_stats())
+        merge_stats(other, models.pop(smallest), spec.max_labels)
+        if len(models) >= spec.max_models:  # (other) itself took the freed place
+            return other
+    return models.setdefault(model_key, empty_stats())
 
 
 def _expire(state: dict[str, Any], spec: WindowSpec, horizon: float) -> None:
-    state["seen"] = {k: v for k, v in state["seen"].items() if float(k) >= horizon}
     state["tumbling"] = {k: v for k, v in state["tumbling"].items() if float(k) >= horizon}
     hop_horizon = horizon - spec.hopping
     state["hopping"] = {k: v for k, v in state["hopping"].items() if float(k) >= hop_horizon}
+
+
+def bound_record(state: dict[str, Any], spec: WindowSpec) -> None:
+    """Evict the oldest windows (hopping first) until the record fits ``max_record_bytes``."""
+    while len(orjson.dumps(state)) > spec.max_record_bytes:
+        kind = "hopping" if len(state["hopping"]) > 1 else "tumbling"
+        if len(state[kind]) <= 1:
+            return  # a single window per kind is bounded by max_models and max_labels
+        del state[kind][min(state[kind], key=float)]
+        state["evicted_windows"] = state.get("evicted_windows", 0) + 1
 
 
 def window_view(state: dict[str, Any], kind: str, size: float) -> list[dict[str, Any]]:
@@ -194,24 +271,10 @@ def window_view(state: dict[str, Any], kind: str, size: float) -> list[dict[str,
     out = []
     for key in sorted(state.get(kind, {}), key=float, reverse=True):
         start = float(key)
-        per_model = state[kind][key]
-        total = empty_stats()
-        for stats in per_model.values():
-            _merge(total, stats)
+        window = state[kind][key]
         out.append({
             "start": start, "end": start + size, "current": start + size > newest,
-            "total": summarize(total),
-            "models": {m: summarize(s) for m, s in sorted(per_model.items())},
+            "total": summarize(window["total"]),
+            "models": {m: summarize(s) for m, s in sorted(window["models"].items())},
         })
     return out
-
-
-def _merge(into: dict[str, Any], stats: dict[str, Any]) -> None:
-    into["count"] += stats["count"]
-    for label, count in stats["labels"].items():
-        into["labels"][label] = into["labels"].get(label, 0) + count
-    into["conf_sum"] += stats["conf_sum"]
-    into["conf_min"] = min(into["conf_min"], stats["conf_min"])
-    for name in ("low", "labelled", "correct"):
-        into[name] += stats[name]
-    into["latency"] = [a + b for a, b in zip(into["latency"], stats["latency"], strict=False)]

@@ -11,7 +11,7 @@ import faust
 from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
-from edgewise.app.core.records import PredictionBatch
+from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.core.wire import decode_prediction_batch
@@ -74,6 +74,21 @@ class StageContext:
                 await self.dead_letter(stage, exc, raw, source)
                 continue
             yield value
+
+    async def decoded_events(
+        self, stream: Any, stage: str, source: str, decode: Callable[[bytes], T],
+    ) -> AsyncIterator[tuple[T, Origin]]:
+        """Like :meth:`decoded`, with where each message came from (partition, offset): the
+        tables that count samples keep the last offset folded, to recognise replays."""
+        async for event in stream.events():
+            raw = event.value
+            self.count(stage, events_in=1)
+            try:
+                value = decode(raw)
+            except Exception as exc:
+                await self.dead_letter(stage, exc, raw, source)
+                continue
+            yield value, Origin(event.message.partition, event.message.offset)
 
     def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
         m = self.metrics

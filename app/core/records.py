@@ -88,6 +88,14 @@ class DeadLetter(faust.Record, serializer="json"):
     schema: int = SCHEMA_VERSION
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where an input record came from: its partition and offset on the source topic."""
+
+    partition: int
+    offset: int
+
+
 def top_k_pairs(labels: np.ndarray, probs: np.ndarray) -> list[tuple[int, float]]:
     """(label, probability) pairs of one prediction, best first."""
     return [(int(a), float(b)) for a, b in zip(labels, probs, strict=True)]

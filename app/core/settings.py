@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     windows_kept: int = Field(
         6, ge=1, le=1000, description="closed windows kept per kind; older data counts as late"
     )
+    window_max_models: int = Field(
+        4, ge=1, le=64, description="model versions per window; the rest add up under (other)"
+    )
+    window_max_labels: int = Field(
+        100, ge=1, le=10_000, description="labels counted per window; the rest under 'other'"
+    )
+    table_record_max_bytes: int = Field(
+        64 * 1024, ge=16 * 1024, le=1_000_000,
+        description="bound of a window/evaluation record; oldest windows evicted beyond it",
+    )
+    dedupe_seconds: float = Field(
+        600.0, gt=0, description="event time for which a repeated sample id is recognised"
+    )
+    dedupe_max_ids: int = Field(
+        500_000, ge=1024, description="sample ids remembered per device for deduplication"
+    )
     max_message_bytes: int = Field(
         4_000_000, ge=1024, description="largest message a stage accepts; larger is dead-lettered"
     )
@@ -126,7 +142,10 @@ class Settings(BaseSettings):
         60.0, gt=0, description="tumbling window of the online evaluation"
     )
     evaluation_windows_kept: int = Field(
-        10, ge=1, le=1000, description="evaluation windows kept (and replays recognised) per model"
+        10, ge=1, le=1000, description="evaluation windows kept per model version"
+    )
+    evaluation_max_models: int = Field(
+        16, ge=1, le=256, description="model versions evaluated per device; the oldest dropped"
     )
     evaluation_log_loss_floor: float = Field(
         1e-6, gt=0, lt=1, description="probability used when the true class is not in the top-k"

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from edgewise.agents.aggregate import fold_prediction_batch
-from edgewise.app.core.records import PredictionBatch
+from edgewise.app.core.records import Origin, PredictionBatch
+from edgewise.tables.seen_ids import SeenIds, id_hashes
 from edgewise.tables.windows import (
     LATENCY_BASE_MS,
     LATENCY_BUCKETS,
@@ -22,9 +23,8 @@ from edgewise.tables.windows import (
     WindowSpec,
     add_to_stats,
     empty_stats,
-    fold_batch,
+    fold_device_batch,
     hopping_starts,
-    id_hashes,
     latency_buckets,
     latency_quantile,
     summarize,
@@ -63,8 +63,28 @@ def ids(prefix: str, count: int, first: int = 0) -> list[str]:
 
 
 def counts(state: dict[str, Any], kind: str, model: str = "m:1") -> dict[str, int]:
-    return {start: per_model[model]["count"] for start, per_model in state[kind].items()
-            if model in per_model}
+    return {start: window["models"][model]["count"] for start, window in state[kind].items()
+            if model in window["models"]}
+
+
+class Device:
+    """One device's records in a dict standing in for the table (as its changelog would)."""
+
+    def __init__(self, spec: WindowSpec = SPEC) -> None:
+        self.table: dict[str, Any] = {}
+        self.seen = SeenIds(600.0, 1_000_000)
+        self.spec = spec
+
+    def fold(self, model_key: str, batch_ids: list[str], batch: dict[str, np.ndarray],
+             origin: Origin | None = None) -> tuple[dict[str, Any], int]:
+        counted = fold_device_batch(self.table, self.seen, "dev", self.spec, model_key,
+                                    batch_ids, batch, origin)
+        return self.table["dev"], counted
+
+    def recover(self) -> None:
+        """A new worker: the table rebuilt from its changelog, nothing in memory."""
+        self.table = json.loads(json.dumps(self.table))
+        self.seen = SeenIds(600.0, 1_000_000)
 
 
 # -- window starts ----------------------------------------------------------------------
@@ -122,7 +142,8 @@ def test_id_hashes_are_stable_and_distinct() -> None:
 
 
 def test_fold_counts_per_tumbling_and_hopping_window() -> None:
-    state, counted = fold_batch(None, SPEC, "m:1", ids("a", 5), rows([1, 2, 11, 12, 13]))
+    dev = Device()
+    state, counted = dev.fold("m:1", ids("a", 5), rows([1, 2, 11, 12, 13]))
     assert counted == 5
     assert counts(state, "tumbling") == {key(0): 2, key(10): 3}
     # [0,30) and [10,40) hold all; [-10,20) holds all; [-20,10) only the first two
@@ -132,9 +153,10 @@ def test_fold_counts_per_tumbling_and_hopping_window() -> None:
 
 
 def test_fold_keeps_stats_per_model_key() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 2), rows([1, 2]))
-    state, _ = fold_batch(state, SPEC, "m:2", ids("b", 3), rows([3, 4, 5]))
-    assert set(state["tumbling"][key(0)]) == {"m:1", "m:2"}
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 2), rows([1, 2]))
+    state, _ = dev.fold("m:2", ids("b", 3), rows([3, 4, 5]))
+    assert set(state["tumbling"][key(0)]["models"]) == {"m:1", "m:2"}
     assert counts(state, "tumbling", "m:1") == {key(0): 2}
     assert counts(state, "tumbling", "m:2") == {key(0): 3}
 
@@ -142,29 +164,32 @@ def test_fold_keeps_stats_per_model_key() -> None:
 def test_fold_statistics_by_hand() -> None:
     batch = rows([1, 2, 3, 4], labels=[3, 3, 8, 1], confidence=[0.5, 0.75, 1.0, 0.25],
                  low=[True, False, False, True], truth=[3, 8, -1, 1])
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 4), batch)
-    stats = state["tumbling"][key(0)]["m:1"]
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 4), batch)
+    stats = state["tumbling"][key(0)]["models"]["m:1"]
     assert stats["count"] == 4
     assert stats["labels"] == {"1": 1, "3": 2, "8": 1}
     assert stats["conf_sum"] == pytest.approx(2.5)
     assert stats["conf_min"] == pytest.approx(0.25)
     assert (stats["low"], stats["labelled"], stats["correct"]) == (2, 3, 2)
-    assert sum(stats["latency"]) == 4
+    assert sum(stats["latency"].values()) == 4
 
 
 def test_folding_the_same_batch_twice_counts_once() -> None:
     batch_ids, batch = ids("a", 4), rows([1, 2, 11, 12])
-    state, first = fold_batch(None, SPEC, "m:1", batch_ids, batch)
+    dev = Device()
+    state, first = dev.fold("m:1", batch_ids, batch)
     before = {kind: counts(state, kind) for kind in ("tumbling", "hopping")}
-    state, second = fold_batch(state, SPEC, "m:1", batch_ids, batch)
+    state, second = dev.fold("m:1", batch_ids, batch)
     assert (first, second) == (4, 0)
     assert state["replayed"] == 4
     assert {kind: counts(state, kind) for kind in ("tumbling", "hopping")} == before
 
 
 def test_a_batch_overlapping_a_previous_one_counts_only_the_new_samples() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 4), rows([1, 2, 3, 4]))
-    state, counted = fold_batch(state, SPEC, "m:1", ids("a", 4, first=2), rows([3, 4, 5, 6]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 4), rows([1, 2, 3, 4]))
+    state, counted = dev.fold("m:1", ids("a", 4, first=2), rows([3, 4, 5, 6]))
     assert counted == 2
     assert state["replayed"] == 2
     assert counts(state, "tumbling") == {key(0): 6}
@@ -172,47 +197,51 @@ def test_a_batch_overlapping_a_previous_one_counts_only_the_new_samples() -> Non
 
 
 def test_replay_survives_a_json_round_trip_of_the_state() -> None:
-    """The state is a table value: it goes through JSON in the changelog."""
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 3), rows([1, 2, 3]))
-    state = json.loads(json.dumps(state))
-    state, counted = fold_batch(state, SPEC, "m:1", ids("a", 3), rows([1, 2, 3]))
+    """The records are table values: they go through JSON in the changelog, and a new worker
+    rebuilds its id sets from them."""
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 3), rows([1, 2, 3]))
+    dev.recover()
+    state, counted = dev.fold("m:1", ids("a", 3), rows([1, 2, 3]))
     assert counted == 0 and state["replayed"] == 3
 
 
 def test_late_samples_are_dropped_and_counted() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 1), rows([100]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 1), rows([100]))
     # newest window starts at T0+100; kept=3 closed windows reach back to T0+70
-    state, counted = fold_batch(state, SPEC, "m:1", ids("b", 3), rows([69.9, 70.0, 85.0]))
+    state, counted = dev.fold("m:1", ids("b", 3), rows([69.9, 70.0, 85.0]))
     assert counted == 2
     assert state["late"] == 1
     assert counts(state, "tumbling") == {key(70): 1, key(80): 1, key(100): 1}
 
 
 def test_late_samples_in_the_same_batch_as_new_ones() -> None:
-    state, counted = fold_batch(None, SPEC, "m:1", ids("a", 3), rows([0, 80, 100]))
+    dev = Device()
+    state, counted = dev.fold("m:1", ids("a", 3), rows([0, 80, 100]))
     assert counted == 2 and state["late"] == 1
     assert counts(state, "tumbling") == {key(80): 1, key(100): 1}
 
 
 def test_old_windows_expire_as_time_moves_on() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 3), rows([1, 11, 21]))
-    assert key(0) in state["tumbling"] and key(0) in state["seen"]
-    state, _ = fold_batch(state, SPEC, "m:1", ids("b", 1), rows([45]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 3), rows([1, 11, 21]))
+    assert key(0) in state["tumbling"]
+    state, _ = dev.fold("m:1", ids("b", 1), rows([45]))
     # newest window T0+40, horizon T0+10: T0 expires, T0+10 and T0+20 stay
     assert set(state["tumbling"]) == {key(10), key(20), key(40)}
-    assert set(state["seen"]) == {key(10), key(20), key(40)}
     # hopping windows are kept down to horizon - hopping size = T0-20
     assert min(float(k) for k in state["hopping"]) == T0 - 20
-    state, _ = fold_batch(state, SPEC, "m:1", ids("c", 1), rows([500]))
+    state, _ = dev.fold("m:1", ids("c", 1), rows([500]))
     assert set(state["tumbling"]) == {key(500)}
-    assert set(state["seen"]) == {key(500)}
     assert all(float(k) >= T0 + 470 - 30 for k in state["hopping"])
 
 
 def test_empty_batch_folds_to_nothing() -> None:
     """decode_prediction_batch lets a batch of zero ids through; it must not crash aggregate."""
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 2), rows([1, 2]))
-    state, counted = fold_batch(state, SPEC, "m:1", [], rows([]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 2), rows([1, 2]))
+    state, counted = dev.fold("m:1", [], rows([]))
     assert counted == 0
     assert counts(state, "tumbling") == {key(0): 2}
 
@@ -280,7 +309,8 @@ def test_summary_of_an_empty_window_has_no_averages() -> None:
 
 
 def test_window_view_tumbling_newest_first_current_then_closed() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 3), rows([5, 15, 16]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 3), rows([5, 15, 16]))
     view = window_view(state, "tumbling", SPEC.tumbling)
     assert [(w["start"] - T0, w["end"] - T0, w["current"]) for w in view] == [
         (10.0, 20.0, True), (0.0, 10.0, False)]
@@ -288,7 +318,8 @@ def test_window_view_tumbling_newest_first_current_then_closed() -> None:
 
 
 def test_window_view_hopping_has_every_open_window_current() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 2), rows([5, 15]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 2), rows([5, 15]))
     view = window_view(state, "hopping", SPEC.hopping)
     assert [(w["start"] - T0, w["current"]) for w in view] == [
         (10.0, True), (0.0, True), (-10.0, True), (-20.0, False)]
@@ -296,8 +327,9 @@ def test_window_view_hopping_has_every_open_window_current() -> None:
 
 
 def test_window_view_totals_merge_models() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 2), rows([1, 2], confidence=[0.5, 0.5]))
-    state, _ = fold_batch(state, SPEC, "m:2", ids("b", 1), rows([3], confidence=[0.25]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 2), rows([1, 2], confidence=[0.5, 0.5]))
+    state, _ = dev.fold("m:2", ids("b", 1), rows([3], confidence=[0.25]))
     [window] = window_view(state, "tumbling", SPEC.tumbling)
     assert set(window["models"]) == {"m:1", "m:2"}
     assert window["models"]["m:1"]["count"] == 2 and window["models"]["m:2"]["count"] == 1
@@ -307,7 +339,8 @@ def test_window_view_totals_merge_models() -> None:
 
 
 def test_window_view_of_an_unknown_kind_is_empty() -> None:
-    state, _ = fold_batch(None, SPEC, "m:1", ids("a", 1), rows([1]))
+    dev = Device()
+    state, _ = dev.fold("m:1", ids("a", 1), rows([1]))
     assert window_view(state, "sliding", 10.0) == []
 
 
@@ -330,10 +363,12 @@ def prediction_batch(offsets: list[float], top_probs: list[list[float]],
 
 def test_fold_prediction_batch_uses_the_route_rule_and_model_version() -> None:
     batch = prediction_batch([1, 2, 3], [[0.9, 0.05], [0.4, 0.3], [0.6, 0.55]])
-    state, counted = fold_prediction_batch(None, batch, SPEC, low_confidence=0.5,
-                                           min_margin=0.1)
+    dev = Device()
+    counted = fold_prediction_batch(dev.table, dev.seen, batch, SPEC, low_confidence=0.5,
+                                    min_margin=0.1)
+    state = dev.table[batch.device]
     assert counted == 3
-    stats = state["tumbling"][key(0)]["digits:3"]
+    stats = state["tumbling"][key(0)]["models"]["digits:3"]
     assert stats["low"] == 2  # the second by confidence, the third by margin
     assert (stats["labelled"], stats["correct"]) == (3, 2)
     assert stats["labels"] == {"1": 2, "2": 1}
@@ -341,7 +376,9 @@ def test_fold_prediction_batch_uses_the_route_rule_and_model_version() -> None:
 
 def test_fold_prediction_batch_is_idempotent() -> None:
     batch = prediction_batch([1, 2], [[0.9, 0.05], [0.8, 0.1]])
-    state, first = fold_prediction_batch(None, batch, SPEC, 0.5, 0.1)
-    state, again = fold_prediction_batch(state, batch, SPEC, 0.5, 0.1)
+    dev = Device()
+    first = fold_prediction_batch(dev.table, dev.seen, batch, SPEC, 0.5, 0.1)
+    again = fold_prediction_batch(dev.table, dev.seen, batch, SPEC, 0.5, 0.1)
+    state = dev.table[batch.device]
     assert (first, again, state["replayed"]) == (2, 0, 2)
     assert counts(state, "tumbling", "digits:3") == {key(0): 2}

@@ -1,0 +1,164 @@
+"""Which sample ids a device's counts already hold, so that nothing is counted twice, at a
+cost per batch proportional to the batch and with every changelog record bounded.
+
+Two kinds of repeat reach a table, and each has its own cheap proof:
+
+- A *replayed record* (a worker died after its table write but before committing the input
+  offset, so the input is read again): the device's record keeps, per source partition, the
+  offset of the last input folded into it (``watermark``), in the same changelog record as
+  the counts. A record at or below it is skipped whole, exactly, whatever its size.
+- A *repeated sample* in a new record (a score worker re-scored a batch, the bridge got a
+  redelivery, a CDC snapshot was redone with new timestamps, a re-score after a model swap):
+  recognised by sample id. The ids counted within the dedupe horizon (``dedupe_seconds`` of
+  event time, at most ``dedupe_max_ids`` per device) live in *chunk records* of the same
+  table, ``<device>\\x1f<n>``, each at most ``CHUNK_IDS`` 64-bit hashes, appended to one
+  batch segment at a time and dropped (tombstoned) whole when they fall out of the horizon.
+  In memory, a set per device answers lookups; it is rebuilt from the chunks after recovery.
+
+Chunk records are written before the device record, to the same changelog partition (Faust
+writes a table's changelog to the partition of the input event), so after a crash the
+changelog holds either both or only the chunk: segments newer than the device record's
+watermark are dropped when the set is rebuilt, since their samples were never counted.
+A repeat arriving after its id left the horizon is counted again; said in the README.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import MutableMapping
+from typing import Any
+
+import numpy as np
+
+from edgewise.app.core.records import Origin
+
+#: Ids per chunk record: 8 KB of hashes, about 11 KB as base64.
+CHUNK_IDS = 1024
+SEP = "\x1f"
+
+
+def id_hashes(ids: list[str]) -> np.ndarray:
+    """Stable 64-bit hashes of sample ids (collisions are negligible at 2**-64)."""
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "little")
+         for i in ids], dtype=np.uint64,
+    )
+
+
+def chunk_key(device: str, number: int) -> str:
+    return f"{device}{SEP}{number}"
+
+
+def is_chunk_key(key: str) -> bool:
+    """Chunk records share the table with device records; views skip them."""
+    return SEP in key
+
+
+def new_ids_state() -> dict[str, Any]:
+    """The part of a device record that tracks ids: chunk range and source watermarks."""
+    return {"first": 0, "last": 0, "watermark": {}}
+
+
+def is_replay(ids_state: dict[str, Any], origin: Origin | None) -> bool:
+    """Whether the input at ``origin`` is already folded into the record (a replay)."""
+    if origin is None:
+        return False
+    return origin.offset <= ids_state["watermark"].get(str(origin.partition), -1)
+
+
+def _segment_hashes(segment: list[Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(segment[3]), dtype=np.uint64)
+
+
+class SeenIds:
+    """The in-memory sets of counted ids per device, kept in step with the chunk records."""
+
+    def __init__(self, horizon_seconds: float, max_ids: int) -> None:
+        self.horizon = horizon_seconds
+        self.max_chunks = max(2, -(-max_ids // CHUNK_IDS))
+        self.sets: dict[str, set[int]] = {}
+        self.synced: dict[str, tuple[Any, ...]] = {}  # the record state each set matches
+
+    def known(self, table: MutableMapping[str, Any], device: str,
+              ids_state: dict[str, Any]) -> set[int]:
+        """The device's set, rebuilt from its chunk records when not in memory or when the
+        record moved on without us (recovery, or the partition came back after a rebalance);
+        segments the device record's watermark does not cover are dropped."""
+        found = self.sets.get(device)
+        if found is not None and self.synced.get(device) == _sync_mark(ids_state):
+            return found
+        found = set()
+        marks = ids_state["watermark"]
+        for number in range(ids_state["first"], ids_state["last"] + 2):
+            chunk = table.get(chunk_key(device, number))
+            if chunk is None:
+                continue
+            kept = [s for s in chunk["segments"] if s[1] <= marks.get(str(s[0]), -1)]
+            if len(kept) != len(chunk["segments"]):
+                chunk = {**chunk, "segments": kept, "count": sum(s[2] for s in kept)}
+                table[chunk_key(device, number)] = chunk
+            for segment in kept:
+                found.update(_segment_hashes(segment).tolist())
+        self.sets[device] = found
+        self.synced[device] = _sync_mark(ids_state)
+        return found
+
+    def fresh(self, known: set[int], hashes: np.ndarray) -> np.ndarray:
+        """Mask of the hashes not counted yet (the first of any repeated within the batch)."""
+        mask = np.zeros(len(hashes), dtype=bool)
+        batch: set[int] = set()
+        for i, value in enumerate(hashes.tolist()):
+            if value not in known and value not in batch:
+                batch.add(value)
+                mask[i] = True
+        return mask
+
+    def record(
+        self, table: MutableMapping[str, Any], device: str, ids_state: dict[str, Any],
+        known: set[int], hashes: np.ndarray, origin: Origin | None, newest: float,
+    ) -> None:
+        """Write the newly counted ``hashes`` to the device's current chunk (a new one when it
+        is full), drop chunks past the horizon or the count bound, and move the watermark.
+        Call before writing the device record itself."""
+        if len(hashes):
+            partition, offset = (origin.partition, origin.offset) if origin else (-1, -1)
+            key = chunk_key(device, ids_state["last"])
+            chunk = table.get(key) or {"segments": [], "count": 0, "newest": newest}
+            if chunk["count"] + len(hashes) > CHUNK_IDS and chunk["count"]:
+                ids_state["last"] += 1
+                key = chunk_key(device, ids_state["last"])
+                chunk = {"segments": [], "count": 0, "newest": newest}
+            segment = [partition, offset, int(len(hashes)),
+                       base64.b64encode(hashes.astype(np.uint64).tobytes()).decode()]
+            table[key] = {"segments": [*chunk["segments"], segment],
+                          "count": chunk["count"] + len(hashes),
+                          "newest": max(chunk["newest"], newest)}
+            known.update(hashes.tolist())
+        if origin is not None:
+            ids_state["watermark"][str(origin.partition)] = origin.offset
+        self._expire(table, device, ids_state, known, newest)
+        self.synced[device] = _sync_mark(ids_state)
+
+    def _expire(self, table: MutableMapping[str, Any], device: str, ids_state: dict[str, Any],
+                known: set[int], newest: float) -> None:
+        while ids_state["first"] < ids_state["last"]:
+            key = chunk_key(device, ids_state["first"])
+            chunk = table.get(key)
+            too_many = ids_state["last"] - ids_state["first"] + 1 > self.max_chunks
+            if chunk is not None and not too_many and chunk["newest"] >= newest - self.horizon:
+                break
+            if chunk is not None:
+                for segment in chunk["segments"]:
+                    known.difference_update(_segment_hashes(segment).tolist())
+                del table[key]
+            ids_state["first"] += 1
+
+    def forget(self, device: str) -> None:
+        """Drop a device's set from memory (it is rebuilt from the chunks when needed)."""
+        self.sets.pop(device, None)
+        self.synced.pop(device, None)
+
+
+def _sync_mark(ids_state: dict[str, Any]) -> tuple[Any, ...]:
+    return (ids_state["first"], ids_state["last"], tuple(sorted(ids_state["watermark"].items())))
