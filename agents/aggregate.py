@@ -7,6 +7,7 @@ its offset and a repeated sample by its id, so nothing is counted twice (see
 
 from __future__ import annotations
 
+import time
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -49,4 +50,7 @@ def register(ctx: StageContext) -> None:
                                                       ctx.decode_predictions):
             counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
                                             settings.min_margin, origin)
+            if counted:
+                ctx.metrics.observe_latencies((time.time() - batch.timestamps) * 1000.0,
+                                              ctx.metrics.window_latency)
             ctx.count(STAGE, samples=counted)

@@ -59,19 +59,31 @@ async def collect_predictions(bootstrap: str, topic: str, expected: int,
     return found
 
 
-def start_score_worker(settings: Settings, broker: str, prefix: str, models: Path,
-                       model_name: str, log: Path, extra_env: dict[str, str] | None = None
-                       ) -> subprocess.Popen[bytes]:
-    """An ``edgewise worker --stage score`` process for a bench, on its own topics."""
-    port = free_port()
+def start_stage_worker(settings: Settings, broker: str, prefix: str, models: Path,
+                       model_name: str, log: Path, stages: list[str], port: int | None = None,
+                       extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """An ``edgewise worker`` process of ``stages`` for a bench, on its own topics; returns
+    once its views answer."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEWISE_")}
     env.update(EDGEWISE_BROKER=broker, EDGEWISE_TOPIC_PREFIX=prefix, EDGEWISE_APP_ID=prefix,
                EDGEWISE_MODELS_DIR=str(models), EDGEWISE_MODEL_NAME=model_name,
                EDGEWISE_DATA_DIR=str(log.parent / "data"), **(extra_env or {}))
     exe = str(Path(sys.executable).with_name("edgewise"))
+    args = [exe, "worker", "--web-port", str(port)]
+    for stage in stages:
+        args += ["--stage", stage]
     handle = open(log, "ab")
-    proc = subprocess.Popen([exe, "worker", "--stage", "score", "--web-port", str(port)],
-                            env=env, stdout=handle, stderr=handle, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=handle, stderr=handle,
+                            stdin=subprocess.DEVNULL)
     handle.close()
     wait_until_listening("127.0.0.1", port, timeout=60)
     return proc
+
+
+def start_score_worker(settings: Settings, broker: str, prefix: str, models: Path,
+                       model_name: str, log: Path, extra_env: dict[str, str] | None = None
+                       ) -> subprocess.Popen[bytes]:
+    """An ``edgewise worker --stage score`` process for a bench, on its own topics."""
+    return start_stage_worker(settings, broker, prefix, models, model_name, log, ["score"],
+                              extra_env=extra_env)
