@@ -7,11 +7,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := deploy/constraints.txt
 EXTRAS := cdc,edge,test
-SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql
+SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql java:openjdk-17-jre-headless mvn:maven
 DURATION ?=
 comma := ,
 
-.PHONY: demo test sysdeps venv lint bench clean upgrade-deps
+.PHONY: demo test sysdeps kafka venv lint bench clean upgrade-deps
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -26,10 +26,14 @@ venv: $(STAMP)
 sysdeps:
 	@bash deploy/sysdeps.sh $(SYSTEM_TOOLS)
 
+# Apache Kafka's jars, resolved by Maven once into the cache (offline after), so tests never wait.
+kafka: venv sysdeps
+	@$(BIN)/edgewise broker --kafka --resolve-only
+
 demo: venv
 	$(BIN)/edgewise demo $(if $(DURATION),--duration $(DURATION),)
 
-test: venv sysdeps
+test: venv sysdeps kafka
 	$(BIN)/ruff check app agents tables models tests
 	$(BIN)/pytest -q -p no:cacheprovider tests
 

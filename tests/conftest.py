@@ -1,3 +1,3 @@
 """The suite's fixtures live in ``tests/fixtures/``, registered here."""
 
-pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.cdc"]
+pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.apache_kafka", "tests.fixtures.cdc"]

@@ -56,7 +56,7 @@ from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics_async
+from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics_async, with_limits
 
 STAGE = "cdc"
 ADVANCE_EVERY_SECONDS = 1.0
@@ -133,7 +133,7 @@ class CdcCapture:
         """Capture until ``stop`` is set; rebuild the session after transient errors."""
         stop = stop or asyncio.Event()
         s = self.settings
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap,
                                           **broker_profile.producer_options(s))
         await self._producer.start()
         backoff = Backoff(s.reconnect_min_seconds, s.cdc_reconnect_max_seconds)
@@ -194,7 +194,8 @@ class CdcCapture:
     async def _ensure_topics(self, topics: list[str]) -> None:
         wanted = [t for t in topics if t not in self._topics]
         if wanted:
-            specs = [cdc_topic_spec(t, self.settings.cdc_partitions) for t in wanted]
+            specs = [with_limits(cdc_topic_spec(t, self.settings.cdc_partitions), self.settings)
+                     for t in wanted]
             await create_topics_async(self.bootstrap, specs)
             self._topics.update(wanted)
 
@@ -206,7 +207,8 @@ class CdcCapture:
         names = [t.qualified for t in tables]
         done: set[str] = set()
         if s.cdc_snapshot_mode == "initial" and not created:
-            await create_topics_async(self.bootstrap, [cdc_state.state_spec(s.topic_prefix)])
+            await create_topics_async(self.bootstrap,
+                                      [with_limits(cdc_state.state_spec(s.topic_prefix), s)])
             state = await cdc_state.load_state(self.bootstrap, topic, key,
                                                broker_profile.consumer_options(s))
             done = cdc_state.snapshotted_tables(state, names)
@@ -225,7 +227,8 @@ class CdcCapture:
                 if stop.is_set():
                     return  # not recorded as completed: the next start snapshots again
         await self.tracker.wait_until(0)
-        await create_topics_async(self.bootstrap, [cdc_state.state_spec(s.topic_prefix)])
+        await create_topics_async(self.bootstrap,
+                                  [with_limits(cdc_state.state_spec(s.topic_prefix), s)])
         assert self._producer is not None
         await cdc_state.save_state(self._producer, topic, key, cdc_state.snapshot_record(
             await pg.confirmed_lsn(conn, s.cdc_slot), rows, done | wanted))

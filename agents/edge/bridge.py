@@ -185,8 +185,7 @@ class Bridge:
         backoff = Backoff(self.settings.reconnect_min_seconds, self.settings.reconnect_max_seconds)
         while not stop.is_set():
             producer = AIOKafkaProducer(
-                bootstrap_servers=bootstrap_of(self.settings.broker), acks="all",
-                max_request_size=self.settings.max_message_bytes + 65_536,
+                bootstrap_servers=bootstrap_of(self.settings.broker),
                 **broker_profile.producer_options(self.settings))
             try:
                 await producer.start()

@@ -38,15 +38,29 @@ def cmd_broker(args: argparse.Namespace) -> int:
     import time
 
     from edgewise.app.core.topics import create_topics, topic_specs
+    from edgewise.app.services.apache_kafka import KafkaCluster, kafka_classpath
     from edgewise.app.services.embedded_broker import EmbeddedBroker
 
     settings = settings_from(args)
+    if args.resolve_only:
+        print(f"Apache Kafka jars in {kafka_classpath(settings.kafka_cache_dir)}")
+        return 0
+    if args.kafka and args.port:
+        raise CliError("--port is for the embedded broker; Apache Kafka takes free ports")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with EmbeddedBroker(port=args.port) as broker:
+    broker: EmbeddedBroker | KafkaCluster
+    if args.kafka:
+        broker = KafkaCluster(args.nodes, settings.kafka_cache_dir)
+        what = f"Apache Kafka {broker.version}, {args.nodes} KRaft node(s)"
+    else:
+        broker = EmbeddedBroker(port=args.port)
+        what = "embedded broker (Tansu)"
+    with broker:
         create_topics(broker.bootstrap, topic_specs(settings, args.app_id or []))
         print(f"EDGEWISE_BROKER={broker.url}", flush=True)
-        print(f"embedded broker (Tansu, pid {broker.pid}) on {broker.url}; Ctrl-C stops it",
+        pids = broker.pids if isinstance(broker, KafkaCluster) else [broker.pid]
+        print(f"{what}, pid {', '.join(map(str, pids))}, on {broker.url}; Ctrl-C stops it",
               file=sys.stderr, flush=True)
         try:
             while not stop["now"] and broker.is_running:
@@ -112,8 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("config", cmd_config, "print the effective configuration")
     p.add_argument("--json", action="store_true")
-    p = add("broker", cmd_broker, "run the embedded broker on its own", broker=False)
+    p = add("broker", cmd_broker, "run the embedded broker (or Apache Kafka) on its own",
+            broker=False)
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--kafka", action="store_true",
+                   help="Apache Kafka (KRaft, needs java; jars resolved by mvn once)")
+    p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="--kafka: nodes")
+    p.add_argument("--resolve-only", action="store_true",
+                   help="resolve Apache Kafka's jars into the cache and exit")
     p.add_argument("--app-id", action="append", help="also create this app's table topics")
     p = add("train", cmd_train, "train a model and register a new version")
     p.add_argument("model", choices=["digits"])

@@ -3,7 +3,11 @@
 Measured on Tansu: it joins a consumer group only after half the session timeout (so a
 short session), it answers "latest offset" wrongly when the newest stored batch holds
 several records (so producers send one record per batch), and a waiting fetch is answered
-late (so a short fetch wait). Against a real Kafka none of this applies: defaults stand.
+late (so a short fetch wait), and it has no InitProducerId (so no idempotent producer).
+Against a real Kafka none of this applies: producers batch as they were made to, and they
+are idempotent, so a retry after a lost acknowledgement (a broker failing over) writes
+nothing twice. On both, writes wait for ``acks=all`` and may be as large as the topics
+allow (``max_record_bytes``), since Kafka checks a request's size on the client already.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import max_record_bytes
 
 EMBEDDED_SESSION_TIMEOUT = 6.0
 EMBEDDED_HEARTBEAT_INTERVAL = 1.0
@@ -33,22 +38,32 @@ def fetch_wait_ms(settings: Settings) -> int:
     return EMBEDDED_FETCH_WAIT_MS if settings.embedded_profile else KAFKA_FETCH_WAIT_MS
 
 
+def idempotent_producers(settings: Settings) -> bool:
+    """Whether producers may be idempotent: on Kafka, not on Tansu (InitProducerId fails)."""
+    return not settings.embedded_profile
+
+
 def faust_options(settings: Settings) -> dict[str, Any]:
-    """Faust settings that differ on the embedded broker."""
-    if not settings.embedded_profile:
-        return {}
-    return {
-        "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT,
-        "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL,
-        "producer_max_batch_size": 1,
-    }
+    """Faust settings of the profile (the idempotent producer is the transport's part)."""
+    options: dict[str, Any] = {
+        "producer_acks": -1, "producer_max_request_size": max_record_bytes(settings)}
+    if settings.embedded_profile:
+        options.update(
+            broker_session_timeout=EMBEDDED_SESSION_TIMEOUT,
+            broker_heartbeat_interval=EMBEDDED_HEARTBEAT_INTERVAL,
+            producer_max_batch_size=1,
+        )
+    return options
 
 
 def producer_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for raw aiokafka producers (bridge, CDC, simulators, benches)."""
-    if not settings.embedded_profile:
-        return {}
-    return {"max_batch_size": 1, "linger_ms": 0}
+    options: dict[str, Any] = {"acks": "all", "max_request_size": max_record_bytes(settings)}
+    if settings.embedded_profile:
+        options.update(max_batch_size=1, linger_ms=0)
+    else:
+        options.update(enable_idempotence=True)
+    return options
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:

@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     app_id: str = Field("edgewise", description="Faust app id: consumer group and table prefix")
     topic_prefix: str = Field("edgewise", description="prefix of every topic edgewise owns")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the stage topics")
+    replication_factor: int = Field(
+        0, ge=0, le=16,
+        description="replicas of every topic edgewise creates; 0: 3 on a cluster of 3 or more, "
+        "else one per broker",
+    )
+    kafka_cache_dir: Path = Field(
+        Path("~/.cache/edgewise/kafka"),
+        description="where Maven puts Apache Kafka's jars (edgewise broker --kafka, tests)",
+    )
     data_dir: Path = Field(Path(".edgewise"), description="worker state and local data directory")
     models_dir: Path = Field(Path(".edgewise/models"), description="model registry directory")
     model_name: str = Field("digits", description="registered model the score stage serves")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 POLL_MS = 500
 
@@ -19,10 +20,23 @@ class TopicMissing(RuntimeError):
     """The topic does not exist on the broker."""
 
 
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, after refreshing metadata; TopicMissing when there are none."""
-    await consumer.topics()
-    partitions = consumer.partitions_for_topic(topic)
+async def topic_partitions(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, asked of the broker; TopicMissing when there are none.
+
+    A metadata request naming the topic, not the consumer's cached metadata: a consumer
+    that subscribed to nothing knows no topics on Kafka (Tansu happens to tell it all).
+    The topic list is asked first, since Tansu creates a topic a metadata request names.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        if topic not in await admin.list_topics():
+            raise TopicMissing(f"topic {topic} does not exist")
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [p["partition"] for d in described if d.get("topic") == topic
+                  for p in d.get("partitions") or []]
     if not partitions:
         raise TopicMissing(f"topic {topic} does not exist")
     return [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -38,7 +52,7 @@ async def read_to_end(
                                 auto_offset_reset="earliest", **(options or {}))
     await consumer.start()
     try:
-        partitions = await topic_partitions(consumer, topic)
+        partitions = await topic_partitions(bootstrap, topic)
         consumer.assign(partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)

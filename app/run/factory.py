@@ -67,6 +67,7 @@ def create_app(
         **broker_profile.faust_options(settings),
     )
     app.edgewise_fetch_wait_ms = broker_profile.fetch_wait_ms(settings)  # read by app.transport
+    app.edgewise_idempotent = broker_profile.idempotent_producers(settings)
     ctx = StageContext(app=app, settings=settings, names=TopicNames(settings.topic_prefix))
     ctx.simulate_total = simulate_total
     for stage in STAGE_MODULES:  # topology order, whatever order they were asked in

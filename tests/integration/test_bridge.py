@@ -25,9 +25,9 @@ from edgewise.app.adapters.mqtt_payloads import FaceMessage
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
-from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.faces import encode_png
 from edgewise.models.registry import ModelRegistry
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge
 from tests.fixtures.kafka import consume_until, env_for
 from tests.fixtures.mosquitto import MosquittoBroker
@@ -36,9 +36,9 @@ pytestmark = pytest.mark.integration
 
 
 def test_bridge_killed_mid_run_loses_nothing(
-    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
 ) -> None:
-    env = env_for(base_settings, embedded_broker.url, unique_prefix, reconnect_max_seconds=1,
+    env = env_for(base_settings, broker.url, unique_prefix, reconnect_max_seconds=1,
                   device_id="cam-9")
     expected = [f"cam-9-kill-{i}" for i in range(1000)]
     with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
@@ -53,7 +53,7 @@ def test_bridge_killed_mid_run_loses_nothing(
             time.sleep(2.0)  # the edge keeps publishing; mosquitto queues for the session
             bridge = start_bridge(env, mqtt.url, tmp_path / "bridge.log")
             assert edge.process.wait(60) == 0, edge.log_text()[-3000:]
-            ids = read_ids(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+            ids = read_ids(broker.bootstrap, TopicNames(unique_prefix).samples,
                            expected, timeout=60)
         finally:
             edge.stop()
@@ -98,9 +98,9 @@ async def _publish(url_port: int, messages: list[tuple[str, bytes]]) -> None:
 
 
 def test_malformed_payloads_are_dead_lettered_and_the_bridge_carries_on(
-    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
 ) -> None:
-    env = env_for(base_settings, embedded_broker.url, unique_prefix, max_message_bytes=100_000)
+    env = env_for(base_settings, broker.url, unique_prefix, max_message_bytes=100_000)
     names = TopicNames(unique_prefix)
     bad = malformed_payloads()
     good = DigitSimulator(1, 3, 0.0, seed=4).next_batch()
@@ -110,8 +110,8 @@ def test_malformed_payloads_are_dead_lettered_and_the_bridge_carries_on(
             messages = [(f"edgewise/{topic}", payload) for _, topic, payload in bad]
             messages.append(("edgewise/s1/device-000/sample", encode_sample_batch(good)))
             asyncio.run(_publish(mqtt.port, messages))
-            ids = read_ids(embedded_broker.bootstrap, names.samples, good.ids, timeout=30)
-            letters = asyncio.run(consume_until(embedded_broker.bootstrap, names.dead_letters,
+            ids = read_ids(broker.bootstrap, names.samples, good.ids, timeout=30)
+            letters = asyncio.run(consume_until(broker.bootstrap, names.dead_letters,
                                                 lambda r: len(r) >= len(bad), timeout=30))
             assert bridge.process.poll() is None, "the bridge must carry on"
         finally:
@@ -141,11 +141,11 @@ def _model_versions(records: list[Any]) -> set[int]:
 
 
 def test_model_update_reaches_running_and_late_edges(
-    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
 ) -> None:
     hub_models = _copy_registry(base_settings.models_dir, tmp_path / "hub-models", True)
     edge_models = _copy_registry(base_settings.models_dir, tmp_path / "edge-models", False)
-    hub_env = env_for(base_settings, embedded_broker.url, unique_prefix,
+    hub_env = env_for(base_settings, broker.url, unique_prefix,
                       models_dir=hub_models, reconnect_max_seconds=1)
     edge_env = {**hub_env, "EDGEWISE_MODELS_DIR": str(edge_models)}
     names = TopicNames(unique_prefix)
@@ -154,13 +154,13 @@ def test_model_update_reaches_running_and_late_edges(
         edge = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "scale-1", "--rate", "40",
                       "--batch-size", "4", "--duration", "60"], edge_env, tmp_path / "edge.log")
         try:
-            first = asyncio.run(consume_until(embedded_broker.bootstrap, names.predictions,
+            first = asyncio.run(consume_until(broker.bootstrap, names.predictions,
                                               lambda r: len(r) >= 3, timeout=30))
             assert _model_versions(first) == {1}
             spawn(["model-update", "--version", "2"], hub_env,
                   tmp_path / "announce.log").process.wait(30)
             updated = asyncio.run(consume_until(
-                embedded_broker.bootstrap, names.predictions,
+                broker.bootstrap, names.predictions,
                 lambda r: 2 in _model_versions(r[-3:]), timeout=40))
             assert 2 in _model_versions(updated), edge.log_text()[-2000:]
             late_edge_env = {**edge_env, "EDGEWISE_MODELS_DIR": str(

@@ -26,7 +26,7 @@ import pytest
 from aiokafka import ConsumerRecord
 from confluent_kafka import Consumer
 
-from edgewise.app.services.embedded_broker import EmbeddedBroker
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.cdc import (
     capture_settings,
     key_of,
@@ -91,7 +91,7 @@ class Run:
     bootstrap: str
 
 
-async def write_and_capture(dsn: str, identity: str, broker: EmbeddedBroker, prefix: str,
+async def write_and_capture(dsn: str, identity: str, broker: BrokerUnderTest, prefix: str,
                             tmp: Path) -> tuple[Written, list[ConsumerRecord]]:
     written = Written()
     conn = await asyncpg.connect(dsn)
@@ -139,14 +139,14 @@ async def write_and_capture(dsn: str, identity: str, broker: EmbeddedBroker, pre
 
 @pytest.fixture(scope="module", params=["DEFAULT", "FULL"])
 def run(request: pytest.FixtureRequest, postgres_module: PostgresServer,
-        embedded_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Run:
+        broker: BrokerUnderTest, tmp_path_factory: pytest.TempPathFactory) -> Run:
     identity = request.param
     dsn = new_database(postgres_module)
-    prefix = f"env{identity.lower()}{id(request) % 10_000}"
+    prefix = f"env{broker.name}{identity.lower()}{id(request) % 10_000}"
     written, records = asyncio.run(write_and_capture(
-        dsn, identity, embedded_broker, prefix, tmp_path_factory.mktemp("cdc")))
+        dsn, identity, broker, prefix, tmp_path_factory.mktemp("cdc")))
     return Run(identity, dsn.rsplit("/", 1)[1], prefix, written, records,
-               embedded_broker.bootstrap)
+               broker.bootstrap)
 
 
 def events(run: Run, op: str) -> list[ConsumerRecord]:
@@ -286,30 +286,30 @@ def test_a_consumer_that_is_not_edgewise_reads_the_envelopes(run: Run) -> None:
 
 
 def test_all_tables_including_ones_created_while_streaming(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """No table list: a publication FOR ALL TABLES; a table created later gets its topic
     and its primary key as the record key."""
     dsn = new_database(postgres_module)
-    settings = capture_settings(embedded_broker, dsn, unique_prefix, tmp_path)
+    settings = capture_settings(broker, dsn, unique_prefix, tmp_path)
 
     async def scenario() -> tuple[list[ConsumerRecord], list[ConsumerRecord]]:
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("CREATE TABLE public.first (id int PRIMARY KEY, v text)")
             await conn.execute("INSERT INTO public.first VALUES (1, 'a'), (2, 'b'), (3, 'c')")
-            async with running_capture(settings, embedded_broker.bootstrap):
+            async with running_capture(settings, broker.bootstrap):
                 assert await conn.fetchval(
                     "SELECT puballtables FROM pg_publication WHERE pubname = $1",
                     settings.cdc_publication)
                 await conn.execute("CREATE TABLE public.later (code text, n int, v text, "
                                    "PRIMARY KEY (code, n))")
                 await conn.execute("INSERT INTO public.later VALUES ('x', 1, 'p'), ('y', 2, 'q')")
-                later = await read_topic_until(embedded_broker.bootstrap,
+                later = await read_topic_until(broker.bootstrap,
                                                f"{unique_prefix}.public.later",
                                                lambda r: len(r) >= 2, timeout=30)
-            first = await read_topic_until(embedded_broker.bootstrap,
+            first = await read_topic_until(broker.bootstrap,
                                            f"{unique_prefix}.public.first",
                                            lambda r: len(r) >= 3, timeout=10)
         finally:

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from edgewise.app.core.settings import Settings
-from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.app.services.processes import stop_process
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.cdc import (
     capture_settings,
     new_database,
@@ -87,13 +87,13 @@ def wait_for_line(log: Path, text: str, timeout: float = 30.0) -> None:
 
 
 def test_sigkill_mid_stream_then_restart_loses_nothing(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str, record_property: pytest.RecordProperty,
 ) -> None:
     dsn = new_database(postgres_module)
     asyncio.run(setup_table(dsn, initial=100))
     topic = f"{unique_prefix}.public.events"
-    env = {"EDGEWISE_BROKER": embedded_broker.url, "EDGEWISE_CDC_DSN": dsn,
+    env = {"EDGEWISE_BROKER": broker.url, "EDGEWISE_CDC_DSN": dsn,
            "EDGEWISE_CDC_TABLES": "public.events", "EDGEWISE_TOPIC_PREFIX": unique_prefix,
            "EDGEWISE_CDC_TOPIC_PREFIX": unique_prefix, "EDGEWISE_CDC_SLOT":
            slot_name(unique_prefix), "EDGEWISE_DATA_DIR": str(tmp_path),
@@ -107,7 +107,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
 
         async def write_and_kill() -> int:
             writer = asyncio.create_task(write_rows(dsn, range(101, 4101), 50, 0.05))
-            seen = await read_topic_until(embedded_broker.bootstrap, topic,
+            seen = await read_topic_until(broker.bootstrap, topic,
                                           lambda r: len(r) >= 1100, timeout=30)
             os.kill(first.pid, signal.SIGKILL)
             assert not writer.done(), "the kill must land while rows are still written"
@@ -121,7 +121,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
         second = start_cdc_process(env, log)
         expected = set(range(1, 4101))
         records = asyncio.run(read_topic_until(
-            embedded_broker.bootstrap, topic,
+            broker.bootstrap, topic,
             lambda r: set(row_ids(r)) >= expected, timeout=90))
     finally:
         stop_process(first, 20.0)
@@ -140,26 +140,26 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
 
 
 def test_postgres_restart_while_streaming_recovers_alone(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     dsn = new_database(postgres_module)
     topic = f"{unique_prefix}.public.events"
-    settings = capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+    settings = capture_settings(broker, dsn, unique_prefix, tmp_path,
                                 cdc_tables="public.events", cdc_reconnect_max_seconds=1.0)
 
     async def scenario() -> tuple[int, list[object]]:
         await setup_table(dsn)
-        async with running_capture(settings, embedded_broker.bootstrap) as capture:
+        async with running_capture(settings, broker.bootstrap) as capture:
             writer = asyncio.create_task(write_rows(dsn, range(1, 3001), 50, 0.03))
-            await read_topic_until(embedded_broker.bootstrap, topic,
+            await read_topic_until(broker.bootstrap, topic,
                                    lambda r: len(r) >= 500, timeout=30)
             await asyncio.to_thread(postgres_module.restart)
             await writer
             expected = await table_ids(dsn)
             assert expected == set(range(1, 3001))
             records = await read_topic_until(
-                embedded_broker.bootstrap, topic,
+                broker.bootstrap, topic,
                 lambda r: set(row_ids(r)) >= expected, timeout=60)
             return capture.stats.reconnects, records
 
@@ -169,24 +169,24 @@ def test_postgres_restart_while_streaming_recovers_alone(
 
 
 def test_a_huge_transaction_is_paged_and_the_slot_moves_past_it(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     dsn = new_database(postgres_module)
-    settings = capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+    settings = capture_settings(broker, dsn, unique_prefix, tmp_path,
                                 cdc_tables="public.events", cdc_max_changes=100,
                                 cdc_page_rows=50, cdc_max_in_flight=200)
 
     async def scenario() -> None:
         await setup_table(dsn)
-        async with running_capture(settings, embedded_broker.bootstrap) as capture:
+        async with running_capture(settings, broker.bootstrap) as capture:
             conn = await asyncpg.connect(dsn)
             try:
                 await conn.execute("INSERT INTO public.events "
                                    "SELECT g, 'bulk' FROM generate_series(1, 5000) g")
                 after = await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
                 records = await read_topic_until(
-                    embedded_broker.bootstrap, f"{unique_prefix}.public.events",
+                    broker.bootstrap, f"{unique_prefix}.public.events",
                     lambda r: len(r) >= 5000, timeout=60)
                 assert sorted(row_ids(records)) == list(range(1, 5001))
                 for _ in range(100):
@@ -206,12 +206,12 @@ def test_a_huge_transaction_is_paged_and_the_slot_moves_past_it(
 
 
 def test_a_quiet_table_does_not_pin_the_wal(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """Writes to a table outside the publication: nothing to send, yet the slot moves."""
     dsn = new_database(postgres_module)
-    settings = capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+    settings = capture_settings(broker, dsn, unique_prefix, tmp_path,
                                 cdc_tables="public.events", cdc_heartbeat_seconds=0.3)
 
     async def scenario() -> None:
@@ -219,7 +219,7 @@ def test_a_quiet_table_does_not_pin_the_wal(
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute("CREATE TABLE public.other (id int PRIMARY KEY)")
-            async with running_capture(settings, embedded_broker.bootstrap) as capture:
+            async with running_capture(settings, broker.bootstrap) as capture:
                 for i in range(200):
                     await conn.execute("INSERT INTO public.other VALUES ($1)", i)
                 written = await conn.fetchval("SELECT pg_current_wal_flush_lsn()")
@@ -240,7 +240,7 @@ def test_a_quiet_table_does_not_pin_the_wal(
 
 
 def test_snapshot_modes_and_truncate(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """initial: once per slot (recorded in Kafka); always: at every start; never: not even
@@ -250,12 +250,12 @@ def test_snapshot_modes_and_truncate(
     topic = f"{unique_prefix}.public.events"
 
     def settings(mode: str, slot: str) -> Settings:
-        return capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+        return capture_settings(broker, dsn, unique_prefix, tmp_path,
                                 cdc_tables="public.events", cdc_snapshot_mode=mode,
                                 cdc_slot=slot)
 
     async def reads_after(mode: str, slot: str) -> int:
-        async with running_capture(settings(mode, slot), embedded_broker.bootstrap) as c:
+        async with running_capture(settings(mode, slot), broker.bootstrap) as c:
             return c.stats.snapshot_rows
 
     async def scenario() -> list[int]:
@@ -266,11 +266,11 @@ def test_snapshot_modes_and_truncate(
         conn = await asyncpg.connect(dsn)
         try:
             async with running_capture(settings("never", main),
-                                       embedded_broker.bootstrap) as capture:
+                                       broker.bootstrap) as capture:
                 await conn.execute("TRUNCATE public.events")
                 await conn.execute("INSERT INTO public.events VALUES (1000, 'after')")
                 records = await read_topic_until(
-                    embedded_broker.bootstrap, topic,
+                    broker.bootstrap, topic,
                     lambda r: any((payload(x) or {}).get("op") == "c" for x in r))
                 assert capture.stats.truncates_skipped == 1
         finally:
@@ -285,7 +285,7 @@ def test_snapshot_modes_and_truncate(
 
 
 def test_a_table_added_to_an_existing_slot_is_snapshotted(
-    postgres_module: PostgresServer, embedded_broker: EmbeddedBroker,
+    postgres_module: PostgresServer, broker: BrokerUnderTest,
     tmp_path: Path, unique_prefix: str,
 ) -> None:
     """The state records which tables were snapshotted, so a table captured later by the
@@ -293,7 +293,7 @@ def test_a_table_added_to_an_existing_slot_is_snapshotted(
     dsn = new_database(postgres_module)
 
     def settings(tables: str) -> Settings:
-        return capture_settings(embedded_broker, dsn, unique_prefix, tmp_path,
+        return capture_settings(broker, dsn, unique_prefix, tmp_path,
                                 cdc_tables=tables, cdc_snapshot_mode="initial")
 
     async def scenario() -> list[int]:
@@ -307,10 +307,10 @@ def test_a_table_added_to_an_existing_slot_is_snapshotted(
         counts = []
         for tables in ("public.events", "public.events,public.later",
                        "public.events,public.later"):
-            async with running_capture(settings(tables), embedded_broker.bootstrap) as c:
+            async with running_capture(settings(tables), broker.bootstrap) as c:
                 counts.append(c.stats.snapshot_rows)
         records = await read_topic_until(
-            embedded_broker.bootstrap, f"{unique_prefix}.public.later",
+            broker.bootstrap, f"{unique_prefix}.public.later",
             lambda r: len(r) >= 3)
         assert sorted(row_ids(records)) == [1, 2, 3]
         return counts

@@ -11,7 +11,7 @@ import pytest
 
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
-from edgewise.app.services.embedded_broker import EmbeddedBroker
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge
 from tests.fixtures.kafka import env_for
 from tests.fixtures.mosquitto import MosquittoBroker
@@ -24,9 +24,9 @@ OUTAGE_S = 10.0
 
 
 def test_broker_outage_loses_nothing(
-    embedded_broker: EmbeddedBroker, base_settings: Settings, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
 ) -> None:
-    env = env_for(base_settings, embedded_broker.url, unique_prefix, reconnect_max_seconds=1,
+    env = env_for(base_settings, broker.url, unique_prefix, reconnect_max_seconds=1,
                   site="plant-7", device_id="press-3")
     with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
         bridge = start_bridge(env, mqtt.url, tmp_path / "bridge.log")
@@ -37,7 +37,7 @@ def test_broker_outage_loses_nothing(
                           "--run-id", "outage", "--drain-timeout", "60"],
                          env, tmp_path / "edge.log")
             # the edge is publishing (it may take seconds to start on a cold machine)
-            read_ids(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+            read_ids(broker.bootstrap, TopicNames(unique_prefix).samples,
                      [f"press-3-outage-{i}" for i in range(50)], timeout=30)
             time.sleep(1.0)
             mqtt.stop()  # mid-run: a few hundred messages are out, the rest to come
@@ -45,7 +45,7 @@ def test_broker_outage_loses_nothing(
             time.sleep(OUTAGE_S)
             mqtt.start()
             assert edge.process.wait(90) == 0, edge.log_text()[-3000:]
-            ids = read_ids(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+            ids = read_ids(broker.bootstrap, TopicNames(unique_prefix).samples,
                            [f"press-3-outage-{i}" for i in range(MESSAGES)], timeout=60)
         finally:
             bridge.stop()

@@ -1,4 +1,4 @@
-"""The digits pipeline on the real embedded broker, with edgewise worker processes."""
+"""The digits pipeline on Tansu and on Apache Kafka, with edgewise worker processes."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from edgewise.app.core.records import PredictionBatch, SampleBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
-from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.review_rule import route_low_confidence
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
 
 pytestmark = pytest.mark.integration
@@ -82,14 +82,14 @@ class PipelineRun:
 
 @pytest.fixture(scope="module")
 def pipeline(
-    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    broker: BrokerUnderTest, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> PipelineRun:
     tmp = tmp_path_factory.mktemp("pipeline")
     prefix = "pipe"
     settings = Settings(models_dir=models_dir, data_dir=tmp, topic_prefix=prefix, app_id=prefix)
     app_id = f"{prefix}-aggregate-review-route-score"
-    create_topics(embedded_broker.bootstrap, topic_specs(settings, [app_id]))
-    env = env_for(settings, embedded_broker.url, prefix, low_confidence=LOW, min_margin=MARGIN,
+    create_topics(broker.bootstrap, topic_specs(settings, [app_id]))
+    env = env_for(settings, broker.url, prefix, low_confidence=LOW, min_margin=MARGIN,
                   tumbling_seconds=60, windows_kept=10,
                   max_message_bytes=200_000)
     worker = start_worker(env, STAGES, tmp / "worker.log")
@@ -112,16 +112,16 @@ def pipeline(
         run.good += extra
         messages += [(b.device.encode(), encode_sample_batch(b)) for b in extra]
         total = sum(len(b) for b in run.good)
-        asyncio.run(produce(embedded_broker.bootstrap, names.samples, messages))
+        asyncio.run(produce(broker.bootstrap, names.samples, messages))
 
         def all_scored(records: list[Any]) -> bool:
             return sum(len(orjson.loads(r.value[8:8 + int.from_bytes(r.value[4:8], "big")])
                            ["ids"]) for r in records) >= total
 
-        records = asyncio.run(consume_until(embedded_broker.bootstrap, names.predictions,
+        records = asyncio.run(consume_until(broker.bootstrap, names.predictions,
                                             all_scored, timeout=90))
         run.predictions = [decode_prediction_batch(r.value, 10_000_000) for r in records]
-        dead = asyncio.run(consume_until(embedded_broker.bootstrap, names.dead_letters,
+        dead = asyncio.run(consume_until(broker.bootstrap, names.dead_letters,
                                          lambda recs: len(recs) >= 200, timeout=60))
         run.dead = [orjson.loads(r.value) for r in dead]
         expected_review = sum(int(route_low_confidence(

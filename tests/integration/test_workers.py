@@ -16,7 +16,7 @@ from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
-from edgewise.app.services.embedded_broker import EmbeddedBroker
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.kafka import consume_until, env_for, produce, start_worker
 
 pytestmark = pytest.mark.integration
@@ -28,12 +28,12 @@ def scored_samples(metrics: str) -> float:
 
 
 def test_two_score_workers_share_partitions_and_score_everything(
-    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, models_dir: Path, tmp_path: Path, unique_prefix: str
 ) -> None:
     settings = Settings(models_dir=models_dir, data_dir=tmp_path, topic_prefix=unique_prefix,
                         app_id=unique_prefix, partitions=4)
-    create_topics(embedded_broker.bootstrap, topic_specs(settings, [f"{unique_prefix}-score"]))
-    env = env_for(settings, embedded_broker.url, unique_prefix)
+    create_topics(broker.bootstrap, topic_specs(settings, [f"{unique_prefix}-score"]))
+    env = env_for(settings, broker.url, unique_prefix)
     first = start_worker(env, ["score"], tmp_path / "w1.log")
     second = start_worker(env, ["score"], tmp_path / "w2.log")
     names = TopicNames(unique_prefix)
@@ -42,10 +42,10 @@ def test_two_score_workers_share_partitions_and_score_everything(
         sim = DigitSimulator(devices=16, batch_size=50, hard_share=0.2, seed=3)
         batches = [sim.next_batch() for _ in range(40)]
         sent = [i for b in batches for i in b.ids]
-        asyncio.run(produce(embedded_broker.bootstrap, names.samples,
+        asyncio.run(produce(broker.bootstrap, names.samples,
                             [(b.device.encode(), encode_sample_batch(b)) for b in batches]))
         records = asyncio.run(consume_until(
-            embedded_broker.bootstrap, names.predictions,
+            broker.bootstrap, names.predictions,
             lambda recs: len({i for r in recs for i in decode_prediction_batch(
                 r.value, 10**7).ids}) >= len(sent), timeout=90))
         scored = collections.Counter(
@@ -61,13 +61,13 @@ def test_two_score_workers_share_partitions_and_score_everything(
 
 
 def test_window_view_answers_from_the_worker_that_owns_the_device(
-    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, models_dir: Path, tmp_path: Path, unique_prefix: str
 ) -> None:
     settings = Settings(models_dir=models_dir, data_dir=tmp_path, topic_prefix=unique_prefix,
                         app_id=unique_prefix, partitions=4)
     app_id = f"{unique_prefix}-aggregate-score"
-    create_topics(embedded_broker.bootstrap, topic_specs(settings, [app_id]))
-    env = env_for(settings, embedded_broker.url, unique_prefix, tumbling_seconds=60)
+    create_topics(broker.bootstrap, topic_specs(settings, [app_id]))
+    env = env_for(settings, broker.url, unique_prefix, tumbling_seconds=60)
     workers = [start_worker(env, ["score", "aggregate"], tmp_path / f"w{i}.log")
                for i in range(2)]
     names = TopicNames(unique_prefix)
@@ -75,9 +75,9 @@ def test_window_view_answers_from_the_worker_that_owns_the_device(
         time.sleep(8)  # both members in the group, partitions shared out
         sim = DigitSimulator(devices=8, batch_size=20, hard_share=0.2, seed=9)
         batches = [sim.next_batch() for _ in range(16)]
-        asyncio.run(produce(embedded_broker.bootstrap, names.samples,
+        asyncio.run(produce(broker.bootstrap, names.samples,
                             [(b.device.encode(), encode_sample_batch(b)) for b in batches]))
-        asyncio.run(consume_until(embedded_broker.bootstrap, names.predictions,
+        asyncio.run(consume_until(broker.bootstrap, names.predictions,
                                   lambda recs: len(recs) >= len(batches), timeout=60))
         local = [{d["device"] for d in w.get("/api/devices")["devices"]} for w in workers]
         assert local[0] and local[1] and not local[0] & local[1], local
