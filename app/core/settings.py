@@ -122,6 +122,18 @@ class Settings(BaseSettings):
     cdc_pack_seconds: float = Field(
         0.05, gt=0, le=10, description="seconds the transform waits to pack rows"
     )
+    review_max_items: int = Field(
+        10_000, ge=1, description="review items kept, all partitions (each its share); oldest "
+        "evicted first"
+    )
+    review_max_age_seconds: float = Field(
+        86_400.0, gt=0, description="review items older than this (queued at the hub) are "
+        "evicted"
+    )
+    review_max_image_bytes: int = Field(
+        65_536, ge=0, description="inline pixels a review item keeps; larger are dropped (its "
+        "stored image stays)"
+    )
     evaluation_window_seconds: float = Field(
         60.0, gt=0, description="tumbling window of the online evaluation"
     )

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from edgewise.agents.edge.image_sink import face_review_item, review_metadata
-from edgewise.agents.review import keep_image_url
+from edgewise.tables.review_queue import keep_image_url
 from edgewise.app.adapters.mqtt_payloads import FaceMessage
 from edgewise.app.adapters.object_store import (
     LocalImageStore,
