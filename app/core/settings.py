@@ -134,6 +134,14 @@ class Settings(BaseSettings):
         65_536, ge=0, description="inline pixels a review item keeps; larger are dropped (its "
         "stored image stays)"
     )
+    site_max_devices: int = Field(
+        64, ge=1, le=10_000, description="devices kept per site in site_metrics; the longest "
+        "silent evicted first"
+    )
+    site_device_max_age_seconds: float = Field(
+        3600.0, gt=0, description="a device silent this long (by window start) leaves its "
+        "site's metrics"
+    )
     evaluation_window_seconds: float = Field(
         60.0, gt=0, description="tumbling window of the online evaluation"
     )
