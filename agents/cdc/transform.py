@@ -63,7 +63,7 @@ def register(ctx: StageContext) -> None:
     mapping = mapping_from_settings(settings)
     topics = transform_topics(settings)
     create_topics(bootstrap_of(settings.broker),
-                  [cdc_topic_spec(t, settings.cdc_partitions) for t in topics])
+                  [cdc_topic_spec(t, settings) for t in topics])
     source = ctx.app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw")
     samples_topic = ctx.topic(ctx.names.samples)

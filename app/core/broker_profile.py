@@ -4,6 +4,10 @@ Measured on Tansu: it joins a consumer group only after half the session timeout
 short session), it answers "latest offset" wrongly when the newest stored batch holds
 several records (so producers send one record per batch), and a waiting fetch is answered
 late (so a short fetch wait). Against a real Kafka none of this applies: defaults stand.
+
+On every broker, producers and consumers are sized to :func:`topics.max_record_bytes`, the
+limit the topics are created with: a producer's default (1 MB) would refuse dead letters and
+messages a stage accepts, and a consumer must fetch the largest record a topic holds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import max_record_bytes
 
 EMBEDDED_SESSION_TIMEOUT = 6.0
 EMBEDDED_HEARTBEAT_INTERVAL = 1.0
@@ -34,10 +39,13 @@ def fetch_wait_ms(settings: Settings) -> int:
 
 
 def faust_options(settings: Settings) -> dict[str, Any]:
-    """Faust settings that differ on the embedded broker."""
+    """Faust settings: record sizes on every broker, and what differs on the embedded one."""
+    sizes = {"producer_max_request_size": max_record_bytes(settings),
+             "consumer_max_fetch_size": max(4 * 1024 * 1024, max_record_bytes(settings))}
     if not settings.embedded_profile:
-        return {}
+        return sizes
     return {
+        **sizes,
         "broker_session_timeout": EMBEDDED_SESSION_TIMEOUT,
         "broker_heartbeat_interval": EMBEDDED_HEARTBEAT_INTERVAL,
         "producer_max_batch_size": 1,
@@ -46,14 +54,18 @@ def faust_options(settings: Settings) -> dict[str, Any]:
 
 def producer_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for raw aiokafka producers (bridge, CDC, simulators, benches)."""
+    sizes = {"max_request_size": max_record_bytes(settings)}
     if not settings.embedded_profile:
-        return {}
-    return {"max_batch_size": 1, "linger_ms": 0}
+        return sizes
+    return {**sizes, "max_batch_size": 1, "linger_ms": 0}
 
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for raw aiokafka consumers."""
-    options: dict[str, Any] = {"fetch_max_wait_ms": fetch_wait_ms(settings)}
+    options: dict[str, Any] = {
+        "fetch_max_wait_ms": fetch_wait_ms(settings),
+        "max_partition_fetch_bytes": max(1024 * 1024, max_record_bytes(settings)),
+    }
     if settings.embedded_profile:
         options.update(
             session_timeout_ms=int(EMBEDDED_SESSION_TIMEOUT * 1000),

@@ -3,6 +3,12 @@
 Tansu does not create topics with the partition count a client asks for, so edgewise
 creates every topic it will use before any worker starts, each with explicit configs.
 The same code runs against a real Kafka, where it is simply idempotent.
+
+Every topic carries ``max.message.bytes`` = :func:`max_record_bytes`: the largest message
+a stage accepts (``max_message_bytes``) plus room for its key and framing, and the same
+number is every producer's ``max_request_size`` (``core.broker_profile``). So what a stage
+may send, a dead letter carrying a whole accepted original included, the broker takes; and
+the topic-level setting overrides a broker's default ``message.max.bytes`` (1 MB on Kafka).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ T = TypeVar("T")
 WEEK_MS = 7 * 24 * 3600 * 1000
 DELETE = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
 COMPACT = {"cleanup.policy": "compact", "retention.ms": "-1"}
+#: Room above ``max_message_bytes`` for a record's key, headers and batch framing.
+RECORD_OVERHEAD_BYTES = 65_536
 
 #: Tables of each stage; their changelog topics are ``<app id>-<table>-changelog``.
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
@@ -69,6 +77,16 @@ class TopicNames:
         return f"{self.prefix}-edge-metrics"
 
 
+def max_record_bytes(settings: Settings) -> int:
+    """The record size limit shared by every topic and producer of edgewise."""
+    return settings.max_message_bytes + RECORD_OVERHEAD_BYTES
+
+
+def sized(config: dict[str, str], settings: Settings) -> dict[str, str]:
+    """A topic config with the record size limit made explicit."""
+    return {**config, "max.message.bytes": str(max_record_bytes(settings))}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """A topic to create: name, partitions and configs."""
@@ -82,19 +100,20 @@ def topic_specs(settings: Settings, app_ids: Iterable[str] = ()) -> list[TopicSp
     """Every topic a deployment with these Faust app ids needs, with explicit configs."""
     names = TopicNames(settings.topic_prefix)
     parts = settings.partitions
+    delete, compact = sized(DELETE, settings), sized(COMPACT, settings)
     specs = [
-        TopicSpec(names.samples, parts, DELETE),
-        TopicSpec(names.predictions, parts, DELETE),
-        TopicSpec(names.review, parts, DELETE),
-        TopicSpec(names.dead_letters, parts, DELETE),
-        TopicSpec(names.model_updates, 1, DELETE),
-        TopicSpec(names.faces, parts, DELETE),
-        TopicSpec(names.edge_metrics, parts, DELETE),
+        TopicSpec(names.samples, parts, delete),
+        TopicSpec(names.predictions, parts, delete),
+        TopicSpec(names.review, parts, delete),
+        TopicSpec(names.dead_letters, parts, delete),
+        TopicSpec(names.model_updates, 1, delete),
+        TopicSpec(names.faces, parts, delete),
+        TopicSpec(names.edge_metrics, parts, delete),
     ]
     for app_id in app_ids:
-        specs.append(TopicSpec(f"{app_id}-__assignor-__leader", 1, COMPACT))
+        specs.append(TopicSpec(f"{app_id}-__assignor-__leader", 1, compact))
         for tables in STAGE_TABLES.values():
-            specs += [TopicSpec(f"{app_id}-{t}-changelog", parts, COMPACT) for t in tables]
+            specs += [TopicSpec(f"{app_id}-{t}-changelog", parts, compact) for t in tables]
     return specs
 
 
