@@ -178,7 +178,8 @@ class Settings(BaseSettings):
         256_000_000, ge=1024, description="payload bytes the edge keeps while offline"
     )
     spool_fsync: bool = Field(
-        False, description="fsync each spooled message (survives power loss, slower on SD cards)"
+        True, description="fsync each spooled batch: survives power loss; off survives only a "
+        "crash"
     )
     reconnect_min_seconds: float = Field(0.2, gt=0, description="first MQTT reconnect delay")
     reconnect_max_seconds: float = Field(
