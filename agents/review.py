@@ -1,7 +1,9 @@
-"""review: keeps routed predictions in the review table, keyed by sample id.
+"""review: keeps routed predictions in the review table, keyed by sample id, within bounds.
 
 The review topic is keyed by sample id, so the table is co-partitioned with it and a
-replayed item simply overwrites itself.
+replayed item simply overwrites itself. Each item arriving on a partition also evicts that
+partition's items past the age or count bound (``tables.review_queue``); an item too large
+even without its pixels is dead-lettered.
 """
 
 from __future__ import annotations
@@ -9,26 +11,25 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.app.core.context import StageContext
+from edgewise.app.core.frames import BadInput
 from edgewise.app.core.review_items import parse_review_item
 from edgewise.tables import review_queue
 
 STAGE = "review"
 
 
-def keep_image_url(existing: dict[str, Any] | None, item: dict[str, Any]) -> dict[str, Any]:
-    """The item to keep: a replay without the stored image's URL must not lose it."""
-    if existing and existing.get("image_url") and not item.get("image_url"):
-        return {**item, "image_url": existing["image_url"]}
-    return item
-
-
 def register(ctx: StageContext) -> None:
     """Attach the review table, its view and the review agent to the app."""
-    table = review_queue.define(ctx)
+    queue = review_queue.define(ctx)
     source = ctx.names.review
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.review")
     async def review(stream: Any) -> None:
         async for item in ctx.decoded(stream, STAGE, source, parse_review_item):
-            table[item["id"]] = keep_image_url(table.get(item["id"]), item)
+            event = stream.current_event
+            try:
+                queue.keep(item, event.message.partition)
+            except BadInput as exc:
+                await ctx.dead_letter(STAGE, exc, event.message.value, source)
+                continue
             ctx.count(STAGE, samples=1)

@@ -13,14 +13,24 @@ Value layout (JSON)::
 
 Lateness: the newest ``kept`` window starts are kept; a window older than all of them is
 counted in ``late`` and dropped (the edge's own clock decides which window is which).
+
+Bounds, so a site's record never grows with its fleet's history: a device not heard from
+for ``max_device_age`` seconds (by the hub's clock, ``seen_at``, so a skewed edge clock
+cannot age the others out) leaves the site, and so do the longest silent beyond
+``max_devices``; if the record is still over ``MAX_RECORD_BYTES`` (a few devices with
+many labels), more of the longest silent go, and last the oldest windows. Each eviction is
+counted in ``evicted``; the site's record is rewritten whole, so the changelog holds no
+trace of an evicted device.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 import faust
+import orjson
 from aiohttp import web as aioweb
 
 from edgewise.app.core.context import StageContext, json_schema
@@ -28,12 +38,20 @@ from edgewise.app.core.context import StageContext, json_schema
 TABLE = "site_metrics"
 DEVICE_FIELDS = ("window_end", "frames", "count", "scored", "low", "conf_sum", "conf_min",
                  "conf_max", "labels", "detect", "model", "dropped")
+#: The largest site record: well under any broker's limit (a device's window with the most
+#: labels a metrics payload may carry is ~45 KB, so one always fits).
+MAX_RECORD_BYTES = 65_536
 
 
-def merge_edge_window(state: dict[str, Any] | None, metrics: dict[str, Any], kept: int
+def merge_edge_window(state: dict[str, Any] | None, metrics: dict[str, Any], kept: int,
+                      max_devices: int = 64, max_device_age: float = 3600.0,
+                      now: float | None = None, max_bytes: int = MAX_RECORD_BYTES,
                       ) -> tuple[dict[str, Any], bool]:
-    """Put one device's window into a site's state; (state, True when it was kept)."""
+    """Put one device's window into a site's state, then apply the bounds (module
+    docstring); (state, True when the window was kept)."""
+    now = time.time() if now is None else now
     state = state or {"windows": {}, "devices": {}, "newest": 0.0, "late": 0}
+    state.setdefault("evicted", 0)
     start = float(metrics["window_start"])
     key = repr(start)
     windows = state["windows"]
@@ -46,10 +64,47 @@ def merge_edge_window(state: dict[str, Any] | None, metrics: dict[str, Any], kep
         "last_window": max(start, state["devices"].get(metrics["device"], {}).get(
             "last_window", 0.0)),
         "model": metrics["model"], "detect": metrics["detect"], "dropped": metrics["dropped"],
+        "seen_at": now,
     }
     for old in sorted(windows, key=float)[:-kept]:
         del windows[old]
+    evict_devices(state, metrics["device"], max_devices, max_device_age, now, max_bytes)
     return state, True
+
+
+def evict_devices(state: dict[str, Any], current: str, max_devices: int,
+                  max_device_age: float, now: float, max_bytes: int) -> None:
+    """Drop devices past their age, then beyond the count, then while the record is over
+    ``max_bytes`` (never ``current``, whose window just came; for it, its oldest windows)."""
+    devices = state["devices"]
+    by_silence = sorted((d for d in devices if d != current),
+                        key=lambda d: devices[d].get("seen_at", now))
+    cutoff = now - max_device_age
+    gone = [d for d in by_silence if devices[d].get("seen_at", now) < cutoff]
+    rest = by_silence[len(gone):]
+    over = len(devices) - len(gone) - max_devices
+    if over > 0:
+        gone += rest[:over]
+        rest = rest[over:]
+    for device in gone:
+        _drop_device(state, device)
+    while len(orjson.dumps(state)) > max_bytes:
+        if rest:
+            _drop_device(state, rest.pop(0))
+        elif len(state["windows"]) > 1:
+            del state["windows"][min(state["windows"], key=float)]
+            state["evicted"] += 1
+        else:
+            break
+
+
+def _drop_device(state: dict[str, Any], device: str) -> None:
+    del state["devices"][device]
+    for key in list(state["windows"]):
+        state["windows"][key].pop(device, None)
+        if not state["windows"][key]:
+            del state["windows"][key]
+    state["evicted"] += 1
 
 
 def window_totals(per_device: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -98,6 +153,7 @@ def define(ctx: StageContext) -> faust.Table:
     async def sites(web: Any, request: Any) -> Any:
         listing = [{"site": site, "devices": sorted(state["devices"]),
                     "newest_window": state["newest"], "late": state["late"],
+                    "evicted": state.get("evicted", 0),
                     "windows": f"/api/sites/{site}/windows"}
                    for site, state in sorted(table.items())]
         return web.json({"sites": listing, "partitions": "this worker's"})

@@ -13,8 +13,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
+
+from edgewise.app.core.dead_letters import is_rejection
 
 
 def advance_slot_after_ack(commits: Sequence[tuple[int, int]], acked: int) -> int | None:
@@ -45,30 +46,11 @@ ACK_TIMEOUT_SECONDS = 120.0
 callback or a wedged producer must rebuild the session, not hang the capture forever."""
 
 
-NOT_ABOUT_THE_RECORD: tuple[type[KafkaError], ...] = (
-    kafka_errors.TopicAuthorizationFailedError, kafka_errors.ClusterAuthorizationFailedError,
-    kafka_errors.SaslAuthenticationFailed, kafka_errors.BrokerNotAvailableError,
-    kafka_errors.ReplicaNotAvailableError, kafka_errors.UnsupportedVersionError,
-    kafka_errors.InvalidRequiredAcksError, kafka_errors.ProducerClosed,
-)
-"""Non-retriable errors that would refuse *every* record: dead-lettering them would empty
-the stream into the dead-letter topic and advance the slot past real data, so they rebuild
-the session instead (and keep failing loudly until someone fixes the cause)."""
-
-
 class SendCancelled(KafkaError):
     """A send future was cancelled before Kafka answered: the record may not be stored,
     so the session is rebuilt and it is replayed (a KafkaError, hence transient)."""
 
     retriable = True
-
-
-def is_rejection(exc: BaseException) -> bool:
-    """Whether the broker refused this record for good (dead-letter it) rather than
-    failing for now (rebuild the session and replay): a non-retriable Kafka error that is
-    about the record itself (too large, corrupt, keyless on a compacted topic, ...)."""
-    return (isinstance(exc, KafkaError) and not exc.retriable
-            and not isinstance(exc, NOT_ABOUT_THE_RECORD))
 
 
 class AckTracker:

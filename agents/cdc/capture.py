@@ -56,7 +56,7 @@ from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics_async, with_limits
+from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics_async
 
 STAGE = "cdc"
 ADVANCE_EVERY_SECONDS = 1.0
@@ -194,8 +194,7 @@ class CdcCapture:
     async def _ensure_topics(self, topics: list[str]) -> None:
         wanted = [t for t in topics if t not in self._topics]
         if wanted:
-            specs = [with_limits(cdc_topic_spec(t, self.settings.cdc_partitions), self.settings)
-                     for t in wanted]
+            specs = [cdc_topic_spec(t, self.settings) for t in wanted]
             await create_topics_async(self.bootstrap, specs)
             self._topics.update(wanted)
 
@@ -207,8 +206,7 @@ class CdcCapture:
         names = [t.qualified for t in tables]
         done: set[str] = set()
         if s.cdc_snapshot_mode == "initial" and not created:
-            await create_topics_async(self.bootstrap,
-                                      [with_limits(cdc_state.state_spec(s.topic_prefix), s)])
+            await create_topics_async(self.bootstrap, [cdc_state.state_spec(s)])
             state = await cdc_state.load_state(self.bootstrap, topic, key,
                                                broker_profile.consumer_options(s))
             done = cdc_state.snapshotted_tables(state, names)
@@ -227,8 +225,7 @@ class CdcCapture:
                 if stop.is_set():
                     return  # not recorded as completed: the next start snapshots again
         await self.tracker.wait_until(0)
-        await create_topics_async(self.bootstrap,
-                                  [with_limits(cdc_state.state_spec(s.topic_prefix), s)])
+        await create_topics_async(self.bootstrap, [cdc_state.state_spec(s)])
         assert self._producer is not None
         await cdc_state.save_state(self._producer, topic, key, cdc_state.snapshot_record(
             await pg.confirmed_lsn(conn, s.cdc_slot), rows, done | wanted))

@@ -51,7 +51,8 @@ from edgewise.agents.cdc.pgoutput import (
     UnchangedToast,
     Update,
 )
-from edgewise.app.core.topics import COMPACT, TopicSpec
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import COMPACT, TopicSpec, with_limits
 
 UNAVAILABLE_VALUE = "__debezium_unavailable_value"
 """Debezium's placeholder for a TOASTed value PostgreSQL did not resend."""
@@ -113,9 +114,10 @@ def topic_for(prefix: str, schema: str, table: str) -> str:
     return f"{prefix}.{schema}.{table}"
 
 
-def cdc_topic_spec(topic: str, partitions: int) -> TopicSpec:
-    """A change topic: compacted, so with tombstones it is a replayable copy of the table."""
-    return TopicSpec(topic, partitions, COMPACT)
+def cdc_topic_spec(topic: str, settings: Settings) -> TopicSpec:
+    """A change topic: compacted, so with tombstones it is a replayable copy of the table;
+    sized like every edgewise topic."""
+    return with_limits(TopicSpec(topic, settings.cdc_partitions, COMPACT), settings)
 
 
 def _zoned_timestamp(moment: datetime) -> str:

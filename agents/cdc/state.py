@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from edgewise.app.core.settings import Settings
 from edgewise.app.core.topic_reader import TopicMissing, read_to_end
-from edgewise.app.core.topics import COMPACT, TopicSpec
+from edgewise.app.core.topics import COMPACT, TopicSpec, with_limits
 
 
 def state_topic(topic_prefix: str) -> str:
@@ -27,8 +28,8 @@ def state_topic(topic_prefix: str) -> str:
     return f"{topic_prefix}-cdc-state"
 
 
-def state_spec(topic_prefix: str) -> TopicSpec:
-    return TopicSpec(state_topic(topic_prefix), 1, COMPACT)
+def state_spec(settings: Settings) -> TopicSpec:
+    return with_limits(TopicSpec(state_topic(settings.topic_prefix), 1, COMPACT), settings)
 
 
 def state_key(database: str, slot: str) -> bytes:

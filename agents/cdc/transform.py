@@ -21,7 +21,7 @@ from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import SampleBatch
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import bootstrap_of, create_topics, with_limits
+from edgewise.app.core.topics import bootstrap_of, create_topics
 from edgewise.app.core.wire import (
     encode_sample_batch,
     validate_sample_batch,
@@ -63,8 +63,7 @@ def register(ctx: StageContext) -> None:
     mapping = mapping_from_settings(settings)
     topics = transform_topics(settings)
     create_topics(bootstrap_of(settings.broker),
-                  [with_limits(cdc_topic_spec(t, settings.cdc_partitions), settings)
-                   for t in topics])
+                  [cdc_topic_spec(t, settings) for t in topics])
     source = ctx.app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw")
     samples_topic = ctx.topic(ctx.names.samples)

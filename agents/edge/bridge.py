@@ -8,6 +8,12 @@ Kafka has acknowledged that record, in the order the messages came (as MQTT requ
 the bridge dies between the two, the broker redelivers: at-least-once, and the hub stages
 are idempotent by sample id.
 
+A record Kafka refuses for good (too large for the topic, corrupt: ``is_rejection``), when
+it is sent or when its ack comes back, is dead-lettered in its place and then acknowledged,
+so one bad record never makes the session end and the broker redeliver it, and everything
+behind it, forever. Other Kafka errors (the broker away) end the session; it is rebuilt
+with backoff and the broker redelivers.
+
 Downstream, a consumer of the model-updates topic turns each update into a retained QoS 1
 command carrying the artifact (``models.model_sync``), so edges that connect later get the
 newest model too. Its offset is committed after the broker's PUBACK.
@@ -43,7 +49,12 @@ from edgewise.app.adapters.mqtt_topics import (
 )
 from edgewise.app.core import broker_profile
 from edgewise.app.core.backoff import Backoff
-from edgewise.app.core.dead_letters import DeadLetterPath, reason_of
+from edgewise.app.core.dead_letters import (
+    MIN_LETTER_BYTES,
+    DeadLetterPath,
+    is_rejection,
+    reason_of,
+)
 from edgewise.app.core.frames import BadInput, json_object
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
@@ -127,11 +138,13 @@ class BridgeStats:
     ignored: int = 0
     commands: int = 0
     connects: int = 0
+    rejected: int = 0  # sent, then refused by Kafka for good: dead-lettered instead
 
     def as_dict(self) -> dict[str, Any]:
         return {"forwarded": dict(self.forwarded), "forwarded_total": sum(self.forwarded.values()),
                 "dead_letters": dict(self.dead_letters), "ignored": self.ignored,
-                "commands": self.commands, "connects": self.connects}
+                "commands": self.commands, "connects": self.connects,
+                "rejected": self.rejected}
 
 
 async def check_acked(acked: asyncio.Future[Any]) -> None:
@@ -149,6 +162,11 @@ async def check_acked(acked: asyncio.Future[Any]) -> None:
             raise KafkaError("the Kafka send was cancelled before it was acknowledged"
                              ) from None
         raise  # our own task is being cancelled
+
+
+def rejected(exc: KafkaError) -> BadInput:
+    """The dead letter's reason for a record Kafka refused for good."""
+    return BadInput("rejected", f"{type(exc).__name__}: {exc}")
 
 
 class Bridge:
@@ -251,19 +269,43 @@ class Bridge:
             return None
         try:
             sent = await self._producer.send(target.topic, target.value, key=target.key)
-        except KafkaError:
+        except KafkaError as exc:
+            if is_rejection(exc):  # refused for good (the producer's size check)
+                return await self._dead_letter(rejected(exc), payload, topic)
             raise  # Kafka down ends the session; the broker redelivers
         except Exception as exc:  # this one message cannot be sent (e.g. a serializer bug)
             return await self._dead_letter(exc, payload, topic)
         self.stats.forwarded[target.kind] += 1
         return sent
 
-    async def _dead_letter(self, error: Exception, original: bytes, topic: str
-                           ) -> asyncio.Future[Any]:
+    async def _dead_letter(self, error: Exception, original: bytes, topic: str,
+                           max_bytes: int | None = None) -> asyncio.Future[Any]:
         assert self._producer is not None
-        key, letter = self.dead_letters.letter(STAGE, error, original, topic, topic.encode())
+        key, letter = self.dead_letters.letter(STAGE, error, original, topic, topic.encode(),
+                                               max_bytes)
         self.stats.dead_letters[reason_of(error)[0]] += 1
         return await self._producer.send(self.names.dead_letters, letter, key=key)
+
+    async def _settle(self, message: aiomqtt.Message, acked: asyncio.Future[Any]) -> None:
+        """Wait for Kafka's ack of one message; a record refused for good is replaced by its
+        dead letter (cut to ``MIN_LETTER_BYTES`` if that is refused too), any other error
+        ends the session."""
+        try:
+            await check_acked(acked)
+            return
+        except KafkaError as exc:
+            if not is_rejection(exc):
+                raise
+            error: Exception = rejected(exc)
+        self.stats.rejected += 1
+        payload = message.payload if isinstance(message.payload, bytes) else b""
+        topic = message.topic.value
+        try:
+            await check_acked(await self._dead_letter(error, payload, topic))
+        except KafkaError as exc:
+            if not is_rejection(exc):
+                raise
+            await check_acked(await self._dead_letter(error, payload, topic, MIN_LETTER_BYTES))
 
     async def _ack_in_order(
         self, client: aiomqtt.Client,
@@ -272,7 +314,7 @@ class Bridge:
         while True:
             message, acked = await pending.get()
             if acked is not None:
-                await check_acked(acked)  # a Kafka error ends the session: redelivered
+                await self._settle(message, acked)  # a Kafka outage ends the session
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
 

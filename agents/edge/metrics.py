@@ -29,6 +29,8 @@ def register(ctx: StageContext) -> None:
     async def edge_metrics(stream: Any) -> None:
         async for metrics in ctx.decoded(stream, STAGE, source, decode):
             state, kept = site_metrics.merge_edge_window(
-                table.get(metrics["site"]), metrics, settings.windows_kept)
+                table.get(metrics["site"]), metrics, settings.windows_kept,
+                max_devices=settings.site_max_devices,
+                max_device_age=settings.site_device_max_age_seconds)
             table[metrics["site"]] = state
             ctx.count(STAGE, samples=metrics["count"] if kept else 0)

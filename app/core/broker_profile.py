@@ -46,7 +46,8 @@ def idempotent_producers(settings: Settings) -> bool:
 def faust_options(settings: Settings) -> dict[str, Any]:
     """Faust settings of the profile (the idempotent producer is the transport's part)."""
     options: dict[str, Any] = {
-        "producer_acks": -1, "producer_max_request_size": max_record_bytes(settings)}
+        "producer_acks": -1, "producer_max_request_size": max_record_bytes(settings),
+        "consumer_max_fetch_size": max(4 * 1024 * 1024, max_record_bytes(settings))}
     if settings.embedded_profile:
         options.update(
             broker_session_timeout=EMBEDDED_SESSION_TIMEOUT,
@@ -68,7 +69,10 @@ def producer_options(settings: Settings) -> dict[str, Any]:
 
 def consumer_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for raw aiokafka consumers."""
-    options: dict[str, Any] = {"fetch_max_wait_ms": fetch_wait_ms(settings)}
+    options: dict[str, Any] = {
+        "fetch_max_wait_ms": fetch_wait_ms(settings),
+        "max_partition_fetch_bytes": max(1024 * 1024, max_record_bytes(settings)),
+    }
     if settings.embedded_profile:
         options.update(
             session_timeout_ms=int(EMBEDDED_SESSION_TIMEOUT * 1000),

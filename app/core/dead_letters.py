@@ -5,6 +5,11 @@ The rule for the original bytes: kept whole when the dead-letter record fits the
 limit; otherwise cut to what fits, with the original's length and sha256 recorded so it can
 still be identified. Each (stage, reason) is logged once; every dead letter is counted in
 ``/metrics`` (``edgewise_dead_letters_total{stage,reason}``) when the path has metrics.
+
+A record the broker (or the producer's own size check) refuses for good is dead-lettered
+too (:func:`is_rejection`), so the bridge and the CDC capture never replay it forever; the
+dead letter is built under ``max_message_bytes``, which every topic and producer accepts
+(``core.topics.max_record_bytes``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import base64
 import hashlib
 import logging
 import time
+
+from aiokafka import errors as kafka_errors
+from aiokafka.errors import KafkaError
 
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
@@ -25,6 +33,29 @@ SLACK_BYTES = 1024
 MAX_DETAIL = 500
 MAX_SOURCE = 300
 MAX_KEY = 1024
+#: The size a dead letter is cut to when even the bounded one was refused (a topic made by
+#: someone else with a smaller limit): the reason, the original's length and sha256.
+MIN_LETTER_BYTES = 4096
+
+NOT_ABOUT_THE_RECORD: tuple[type[KafkaError], ...] = (
+    kafka_errors.TopicAuthorizationFailedError, kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.SaslAuthenticationFailed, kafka_errors.BrokerNotAvailableError,
+    kafka_errors.ReplicaNotAvailableError, kafka_errors.UnsupportedVersionError,
+    kafka_errors.InvalidRequiredAcksError, kafka_errors.ProducerClosed,
+    kafka_errors.KafkaTimeoutError,
+)
+"""Non-retriable errors that would refuse *every* record (or say nothing about this one:
+a send that timed out while the broker was away): dead-lettering them would empty the
+stream into the dead-letter topic, so the session is rebuilt instead, with backoff, and
+keeps failing loudly until someone fixes the cause."""
+
+
+def is_rejection(exc: BaseException) -> bool:
+    """Whether the broker refused this record for good (dead-letter it and move on) rather
+    than failing for now (back off, rebuild the session and send again): a non-retriable
+    Kafka error about the record itself (too large, corrupt, keyless on a compacted topic)."""
+    return (isinstance(exc, KafkaError) and not exc.retriable
+            and not isinstance(exc, NOT_ABOUT_THE_RECORD))
 
 
 def reason_of(error: BadInput | Exception) -> tuple[str, str]:
@@ -68,9 +99,10 @@ class DeadLetterPath:
 
     def letter(
         self, stage: str, error: BadInput | Exception, original: bytes | None, source: str,
-        key: bytes | None = None,
+        key: bytes | None = None, max_bytes: int | None = None,
     ) -> tuple[bytes, bytes]:
-        """The dead letter's record key and value; counted, and logged once per reason."""
+        """The dead letter's record key and value (under ``max_bytes``, default the path's
+        limit); counted, and logged once per reason."""
         reason, detail = reason_of(error)
         if self.metrics is not None:
             self.metrics.record_dead_letter(stage, reason)
@@ -79,5 +111,5 @@ class DeadLetterPath:
             log.warning("%s: dead-lettered a message from %s: %s %s", stage, source[:200],
                         reason, detail[:200])
         value = encode_dead_letter(stage, reason, detail, original or b"", source, key,
-                                   self.max_bytes)
+                                   max_bytes or self.max_bytes)
         return stage.encode(), value

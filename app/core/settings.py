@@ -147,6 +147,26 @@ class Settings(BaseSettings):
     cdc_pack_seconds: float = Field(
         0.05, gt=0, le=10, description="seconds the transform waits to pack rows"
     )
+    review_max_items: int = Field(
+        10_000, ge=1, description="review items kept, all partitions (each its share); oldest "
+        "evicted first"
+    )
+    review_max_age_seconds: float = Field(
+        86_400.0, gt=0, description="review items older than this (queued at the hub) are "
+        "evicted"
+    )
+    review_max_image_bytes: int = Field(
+        65_536, ge=0, description="inline pixels a review item keeps; larger are dropped (its "
+        "stored image stays)"
+    )
+    site_max_devices: int = Field(
+        64, ge=1, le=10_000, description="devices kept per site in site_metrics; the longest "
+        "silent evicted first"
+    )
+    site_device_max_age_seconds: float = Field(
+        3600.0, gt=0, description="a device silent this long (by window start) leaves its "
+        "site's metrics"
+    )
     evaluation_window_seconds: float = Field(
         60.0, gt=0, description="tumbling window of the online evaluation"
     )
@@ -186,7 +206,8 @@ class Settings(BaseSettings):
         256_000_000, ge=1024, description="payload bytes the edge keeps while offline"
     )
     spool_fsync: bool = Field(
-        False, description="fsync each spooled message (survives power loss, slower on SD cards)"
+        True, description="fsync each spooled batch: survives power loss; off survives only a "
+        "crash"
     )
     reconnect_min_seconds: float = Field(0.2, gt=0, description="first MQTT reconnect delay")
     reconnect_max_seconds: float = Field(

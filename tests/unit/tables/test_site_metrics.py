@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgewise.tables.site_metrics import merge_edge_window, site_windows, window_totals
+import orjson
+
+from edgewise.tables.site_metrics import (
+    MAX_RECORD_BYTES,
+    merge_edge_window,
+    site_windows,
+    window_totals,
+)
 
 
 def metrics(device: str, start: float, count: int = 10, **more: Any) -> dict[str, Any]:
@@ -48,3 +55,49 @@ def test_totals_without_scores() -> None:
     total = window_totals({"a": metrics("a", 0.0, scored=0, low=0, conf_sum=0.0,
                                         conf_min=None, conf_max=None)})
     assert total["mean_confidence"] is None and total["min_confidence"] is None
+
+
+def test_a_silent_device_leaves_its_site_by_the_hubs_clock() -> None:
+    state, _ = merge_edge_window(None, metrics("a", 100.0), kept=5, max_device_age=60, now=0)
+    state, _ = merge_edge_window(state, metrics("b", 100.0), kept=5, max_device_age=60, now=30)
+    assert sorted(state["devices"]) == ["a", "b"]
+    state, _ = merge_edge_window(state, metrics("b", 110.0), kept=5, max_device_age=60, now=70)
+    assert sorted(state["devices"]) == ["b"] and state["evicted"] == 1
+    assert all(set(per) == {"b"} for per in state["windows"].values())
+
+
+def test_a_far_future_edge_clock_does_not_age_the_others_out() -> None:
+    state, _ = merge_edge_window(None, metrics("a", 100.0), kept=5, now=0)
+    state, _ = merge_edge_window(state, metrics("b", 1e9), kept=5, now=1)
+    assert "a" in state["devices"]
+
+
+def test_beyond_the_count_the_longest_silent_devices_go() -> None:
+    state = None
+    for i in range(10):
+        state, _ = merge_edge_window(state, metrics(f"d{i}", 100.0), kept=5, max_devices=4,
+                                     now=float(i))
+    assert sorted(state["devices"]) == ["d6", "d7", "d8", "d9"]
+    assert sorted(site_windows(state)[0]["devices"]) == ["d6", "d7", "d8", "d9"]
+
+
+def test_the_record_stays_under_its_byte_bound_with_the_most_labels() -> None:
+    labels = {f"label-{i:026d}": i for i in range(1000)}  # as many as a payload may carry
+    state = None
+    for i in range(20):
+        for start in (100.0, 110.0, 120.0):
+            state, _ = merge_edge_window(state, metrics(f"d{i}", start, labels=labels),
+                                         kept=6, max_devices=64, now=float(i))
+            assert len(orjson.dumps(state)) <= MAX_RECORD_BYTES
+    assert "d19" in state["devices"]  # the newest is never the one evicted
+
+
+def test_many_devices_with_few_labels_keep_the_record_bounded() -> None:
+    state = None
+    for start in range(0, 60, 10):
+        for i in range(64):
+            state, _ = merge_edge_window(state, metrics(f"device-{i:03d}", float(start)),
+                                         kept=6, now=float(start * 100 + i))
+    size = len(orjson.dumps(state))
+    print(f"\n64 devices x 6 windows: site record {size} bytes, {len(state['devices'])} kept")
+    assert size <= MAX_RECORD_BYTES

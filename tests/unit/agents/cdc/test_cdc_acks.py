@@ -9,13 +9,15 @@ import pytest
 from aiokafka.errors import (
     CorruptRecordException,
     KafkaError,
+    KafkaTimeoutError,
     NotLeaderForPartitionError,
     TopicAuthorizationFailedError,
 )
 
-from edgewise.agents.cdc.acks import AckTracker, Record, SendCancelled, is_rejection
+from edgewise.agents.cdc.acks import AckTracker, Record, SendCancelled
 from edgewise.agents.cdc.capture import TRANSIENT_ERRORS, CdcCapture
 from edgewise.agents.cdc.envelope import ChangeEvent
+from edgewise.app.core.dead_letters import is_rejection
 from edgewise.app.core.settings import Settings
 
 
@@ -47,6 +49,7 @@ def test_only_record_level_non_retriable_errors_are_rejections() -> None:
     assert not is_rejection(NotLeaderForPartitionError())  # retriable: replay
     assert not is_rejection(TopicAuthorizationFailedError())  # would refuse everything
     assert not is_rejection(SendCancelled())
+    assert not is_rejection(KafkaTimeoutError())  # the broker was away: send again
     assert not is_rejection(RuntimeError("not Kafka"))
 
 

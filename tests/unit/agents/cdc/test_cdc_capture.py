@@ -113,8 +113,9 @@ def test_events_encode_as_payload_envelopes() -> None:
 
 
 def test_change_topics_are_compacted() -> None:
-    spec = cdc_topic_spec("p.public.items", 8)
+    spec = cdc_topic_spec("p.public.items", Settings(cdc_partitions=8))
     assert (spec.partitions, spec.config["cleanup.policy"]) == (8, "compact")
+    assert spec.config["max.message.bytes"] == str(4_000_000 + 65_536)
 
 
 @pytest.mark.parametrize(("mode", "created", "completed", "expected"), [

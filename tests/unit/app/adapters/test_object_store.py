@@ -11,7 +11,6 @@ import orjson
 import pytest
 
 from edgewise.agents.edge.image_sink import face_review_item, review_metadata
-from edgewise.agents.review import keep_image_url
 from edgewise.app.adapters.mqtt_payloads import FaceMessage
 from edgewise.app.adapters.object_store import (
     LocalImageStore,
@@ -24,6 +23,7 @@ from edgewise.app.adapters.object_store import (
 from edgewise.app.adapters.review_images import pixels_png, review_png
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.settings import Settings
+from edgewise.tables.review_queue import keep_image_url
 
 TS = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
 
