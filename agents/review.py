@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.review_items import parse_review_item
 from edgewise.tables import review_queue
 
 STAGE = "review"
@@ -29,6 +28,6 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.review")
     async def review(stream: Any) -> None:
-        async for item in ctx.decoded(stream, STAGE, source, parse_review_item):
+        async for item in ctx.decoded(stream, STAGE, source, ctx.boundary.review_item):
             table[item["id"]] = keep_image_url(table.get(item["id"]), item)
             ctx.count(STAGE, samples=1)

@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 
 import faust
 
+from edgewise.app.core.boundary import Boundary
 from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.records import PredictionBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
-from edgewise.app.core.wire import decode_prediction_batch
 
 T = TypeVar("T")
 
@@ -31,10 +31,12 @@ class StageContext:
     simulate_total: int = 0
     model_holder: Any = None
     dead_letters: DeadLetterPath = field(init=False)
+    boundary: Boundary = field(init=False)
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetterPath(self.names.dead_letters,
                                            self.settings.max_message_bytes, self.metrics)
+        self.boundary = Boundary.from_settings(self.settings)
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic for ``name`` (raw bytes keys and values), made once."""
@@ -54,8 +56,8 @@ class StageContext:
         await self.topic(self.names.dead_letters).send(key=letter_key, value=letter)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
-        """A prediction batch from the predictions topic, within the size limit."""
-        return decode_prediction_batch(raw, self.settings.max_message_bytes)
+        """A prediction batch from the predictions topic, checked within every limit."""
+        return self.boundary.predictions(raw)
 
     async def decoded(
         self, stream: AsyncIterable[bytes], stage: str, source: str,

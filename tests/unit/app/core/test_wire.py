@@ -51,12 +51,12 @@ def sample_batch(n: int = 3, device: str = "cam-1") -> SampleBatch:
 def prediction_batch(n: int = 3, k: int = 3) -> PredictionBatch:
     rng = np.random.default_rng(7)
     probs = np.sort(rng.dirichlet(np.ones(10), size=n).astype(np.float32), axis=1)[:, ::-1]
+    top_labels = np.stack([np.roll(np.arange(k, dtype=np.int32), i) for i in range(n)])
     return PredictionBatch(
         device="cam-2", kind="digits", model="digits", model_version=4,
         ids=[f"s{i}" for i in range(n)], timestamps=T0 + np.arange(n, dtype=np.float64),
         true_labels=np.array([3, -1, 5][:n], dtype=np.int32),
-        labels=np.arange(n, dtype=np.int32), confidence=probs[:, 0].copy(),
-        top_labels=np.tile(np.arange(k, dtype=np.int32), (n, 1)),
+        labels=top_labels[:, 0].copy(), confidence=probs[:, 0].copy(), top_labels=top_labels,
         top_probs=np.ascontiguousarray(probs[:, :k]),
         latency_ms=np.linspace(1, 9, n).astype(np.float32),
         pixels=rng.integers(0, 17, size=(n, 8, 8)).astype(np.uint8), scored_at=T0 + 5,
