@@ -88,10 +88,10 @@ def _meta_fields(meta: dict[str, Any], max_samples: int) -> tuple[str, str, list
     if not isinstance(kind, str):
         raise BadInput("unknown_kind", repr(kind)[:50])
     if not isinstance(ids, list):
-        raise BadInput("missing_field", "ids must be a list of non-empty strings")
+        raise BadInput("missing_field", "ids must be a list of strings")
     check_count(len(ids), max_samples)
-    if not all(isinstance(i, str) and i for i in ids):
-        raise BadInput("missing_field", "ids must be a list of non-empty strings")
+    if not all(isinstance(i, str) for i in ids):
+        raise BadInput("missing_field", "ids must be a list of strings")
     return device, kind, ids
 
 

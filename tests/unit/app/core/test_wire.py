@@ -262,7 +262,7 @@ BAD_SAMPLES = [
     ("json device too long", json_batch(device="d" * 201), "missing_field"),
     ("json no samples, no id", orjson.dumps({"device": "cam-1"}), "missing_field"),
     ("json sample without id", json_batch(json_sample(id=...)), "missing_field"),
-    ("json sample with empty id", json_batch(json_sample(id="")), "missing_field"),
+    ("json sample with empty id", json_batch(json_sample(id="")), "bad_id"),
     ("json sample not an object", json_batch(1), "missing_field"),
     ("json sample without pixels", json_batch(json_sample(pixels=None)), "missing_field"),
     ("frame no device", sample_frame({"device": None}), "missing_field"),
