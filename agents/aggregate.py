@@ -46,7 +46,7 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.aggregate")
     async def aggregate(stream: Any) -> None:
-        async for batch, origin in ctx.decoded_events(stream, STAGE, source,
+        async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
                                                       ctx.decode_predictions):
             counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
                                             settings.min_margin, origin)

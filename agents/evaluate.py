@@ -38,6 +38,6 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.evaluate")
     async def evaluate(stream: Any) -> None:
-        async for batch, origin in ctx.decoded_events(stream, STAGE, source,
+        async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
                                                       ctx.decode_predictions):
             ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin))

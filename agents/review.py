@@ -12,7 +12,6 @@ from typing import Any
 
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
-from edgewise.app.core.review_items import parse_review_item
 from edgewise.tables import review_queue
 
 STAGE = "review"
@@ -25,11 +24,11 @@ def register(ctx: StageContext) -> None:
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.review")
     async def review(stream: Any) -> None:
-        async for item in ctx.decoded(stream, STAGE, source, parse_review_item):
-            event = stream.current_event
+        async for item, origin, raw in ctx.decoded_events(stream, STAGE, source,
+                                                          ctx.boundary.review_item):
             try:
-                queue.keep(item, event.message.partition)
+                queue.keep(item, origin.partition)
             except BadInput as exc:
-                await ctx.dead_letter(STAGE, exc, event.message.value, source)
+                await ctx.dead_letter(STAGE, exc, raw, source)
                 continue
             ctx.count(STAGE, samples=1)

@@ -14,7 +14,7 @@ from typing import Any
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import SampleBatch
-from edgewise.app.core.wire import decode_sample_batch, encode_prediction_batch, encode_sample_batch
+from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.registry import ModelRegistry, RegistryError
 from edgewise.models.scoring import ModelHolder, predict_batches
 
@@ -38,8 +38,7 @@ def register(ctx: StageContext) -> None:
             batches = []
             for raw in values:
                 try:
-                    batches.append(decode_sample_batch(
-                        raw, settings.max_message_bytes, settings.max_batch_samples))
+                    batches.append(ctx.boundary.samples(raw))
                 except Exception as exc:  # bad input, or a decoder bug: never the stage
                     await ctx.dead_letter(STAGE, exc, raw, source)
             ctx.count(STAGE, events_in=len(values))

@@ -14,10 +14,17 @@ from typing import Any
 import numpy as np
 import orjson
 
+from edgewise.app.core.bounds import (
+    DEFAULT_FUTURE_SKEW_SECONDS,
+    MAX_ID_LENGTH,
+    MAX_LABEL,
+    check_device,
+    check_ids,
+    check_time,
+)
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import SAMPLE_KINDS
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.wire import MAX_ID_LENGTH, MAX_LABEL
 
 ROW_OPS = frozenset({"c", "u", "r"})
 SKIPPED_OPS = frozenset({"d", "t"})
@@ -108,9 +115,15 @@ def _label(row: dict[str, Any], mapping: RowMapping) -> int:
     return value
 
 
-def change_to_sample(value: bytes | None, mapping: RowMapping) -> RowSample | None:
+def change_to_sample(
+    value: bytes | None, mapping: RowMapping, future_skew: float = DEFAULT_FUTURE_SKEW_SECONDS,
+    now: float | None = None,
+) -> RowSample | None:
     """The sample in one change event, None for events without a row to score
-    (tombstones, deletes, truncates); BadInput for anything else that is not a sample."""
+    (tombstones, deletes, truncates); BadInput for anything else that is not a sample.
+
+    The commit time is the sample's time, so it obeys the rules of every timestamp: a
+    database clock far ahead would push the table's windows out like an edge's would."""
     if value is None:
         return None
     try:
@@ -129,16 +142,19 @@ def change_to_sample(value: bytes | None, mapping: RowMapping) -> RowSample | No
     if not isinstance(row, dict) or not isinstance(source, dict):
         raise BadInput("not_an_envelope", "after and source must be objects")
     row_id = row.get(mapping.id_column)
-    if row_id is None or isinstance(row_id, dict | list) or not str(row_id):
+    if row_id is None or isinstance(row_id, dict | list | bool) or not str(row_id):
         raise BadInput("missing_field", f"column {mapping.id_column}")
     table = f"{source.get('schema')}.{source.get('table')}"
     device = (str(row.get(mapping.device_column) or "") if mapping.device_column
               else f"cdc:{table}")
     sample_id = f"{source.get('table')}-{row_id}"
     if not device or len(device) > MAX_ID_LENGTH or len(sample_id) > MAX_ID_LENGTH:
-        raise BadInput("bad_id", "device and id must be 1..200 characters")
+        raise BadInput("bad_id", f"device and id must be 1..{MAX_ID_LENGTH} characters")
+    check_ids([sample_id], "id")
+    check_device(device)
     millis = source.get("ts_ms", payload.get("ts_ms"))
-    if isinstance(millis, bool) or not isinstance(millis, int | float) or millis <= 0:
-        raise BadInput("bad_timestamp", f"ts_ms {millis!r}")
-    return RowSample(device, sample_id, millis / 1000.0, _label(row, mapping),
+    if isinstance(millis, bool) or not isinstance(millis, int | float):
+        raise BadInput("bad_timestamp", f"ts_ms {str(millis)[:50]}")
+    stamp = check_time(millis / 1000.0, "ts_ms", future_skew, now)
+    return RowSample(device, sample_id, stamp, _label(row, mapping),
                      _image(row.get(mapping.image_column), mapping))

@@ -22,12 +22,11 @@ from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import SampleBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import bootstrap_of, create_topics
-from edgewise.app.core.wire import (
-    encode_sample_batch,
-    validate_sample_batch,
-)
+from edgewise.app.core.wire import encode_sample_batch
 
 STAGE = "cdc_transform"
+
+
 def transform_topics(settings: Settings) -> list[str]:
     """The CDC topics this stage reads: configured, or the digits test table's."""
     topics = [t.strip() for t in settings.cdc_transform_topics.split(",") if t.strip()]
@@ -76,7 +75,7 @@ def register(ctx: StageContext) -> None:
             for event in events:
                 raw = event.value
                 try:
-                    sample = change_to_sample(raw, mapping)
+                    sample = change_to_sample(raw, mapping, ctx.boundary.future_skew)
                 except Exception as exc:  # any row that is not a sample costs only itself
                     await ctx.dead_letter(STAGE, exc, raw, event.message.topic,
                                           key=event.key)
@@ -86,7 +85,7 @@ def register(ctx: StageContext) -> None:
             ctx.count(STAGE, events_in=len(events))
             for packed in pack_samples(rows, mapping.kind, settings.max_batch_samples):
                 try:  # rows were checked one by one; this is the stage's own boundary
-                    batch = validate_sample_batch(packed, settings.max_batch_samples)
+                    batch = ctx.boundary.sample_batch(packed)
                 except BadInput as exc:
                     await ctx.dead_letter(STAGE, exc, encode_sample_batch(packed), STAGE)
                     continue

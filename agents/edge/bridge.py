@@ -49,6 +49,7 @@ from edgewise.app.adapters.mqtt_topics import (
 )
 from edgewise.app.core import broker_profile
 from edgewise.app.core.backoff import Backoff
+from edgewise.app.core.boundary import Boundary
 from edgewise.app.core.dead_letters import (
     MIN_LETTER_BYTES,
     DeadLetterPath,
@@ -59,7 +60,6 @@ from edgewise.app.core.frames import BadInput, json_object
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, bootstrap_of
-from edgewise.app.core.wire import decode_prediction_batch, decode_sample_batch
 from edgewise.models.model_sync import export_version
 from edgewise.models.registry import ModelRegistry, RegistryError
 
@@ -96,17 +96,17 @@ def route_message(mqtt_topic: str, payload: bytes, settings: Settings, names: To
     limit = settings.max_message_bytes
     if len(payload) > limit:
         raise BadInput("oversize", f"{len(payload)} bytes > limit {limit}")
+    boundary = Boundary.from_settings(settings)
     if where.kind == "sample":
-        batch = decode_sample_batch(payload, limit, settings.max_batch_samples)
-        _same_origin(where.site, where.device, None, batch.device)
+        _same_origin(where.site, where.device, None, boundary.samples(payload).device)
     elif where.kind == "prediction":
-        _same_origin(where.site, where.device, None,
-                     decode_prediction_batch(payload, limit).device)
+        _same_origin(where.site, where.device, None, boundary.predictions(payload).device)
     elif where.kind == "metrics":
-        metrics = parse_metrics_payload(payload, limit)
+        metrics = parse_metrics_payload(payload, limit, future_skew=boundary.future_skew)
         _same_origin(where.site, where.device, metrics["site"], metrics["device"])
     else:
-        face = parse_face_payload(payload, limit, settings.max_image_side)
+        face = parse_face_payload(payload, limit, settings.max_image_side,
+                                  future_skew=boundary.future_skew)
         _same_origin(where.site, where.device, face.site, face.device)
     return Forward(where.kind, kafka_topic_for(where.kind, names), kafka_key_for(where), payload)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -132,7 +133,9 @@ async def put_until_stored(store: ImageStore, key: str, body: bytes, metadata: d
         return url
 
 
-def review_image_job(raw: bytes) -> tuple[dict[str, Any], str, bytes] | None:
+def review_image_job(
+    raw: bytes, parse: Callable[[bytes], dict[str, Any]] = parse_review_item,
+) -> tuple[dict[str, Any], str, bytes] | None:
     """(item, object key, PNG) for a review item still without a stored image, else None.
 
     Items that carry a URL (our own output, or faces) and items the review stage will
@@ -140,7 +143,7 @@ def review_image_job(raw: bytes) -> tuple[dict[str, Any], str, bytes] | None:
     other error is raised, for the caller to dead-letter.
     """
     try:
-        item = parse_review_item(raw)
+        item = parse(raw)
         if item.get("image_url"):
             return None
         png = review_png(item)
@@ -187,8 +190,9 @@ def register(ctx: StageContext) -> None:
             faces = []
             for raw in values:
                 try:
-                    faces.append(parse_face_payload(raw, settings.max_message_bytes,
-                                                    settings.max_image_side))
+                    faces.append(parse_face_payload(
+                        raw, settings.max_message_bytes, settings.max_image_side,
+                        future_skew=ctx.boundary.future_skew))
                 except Exception as exc:  # bad input, or a validator bug: never the stage
                     await ctx.dead_letter(STAGE, exc, raw, faces_source)
             urls = await put_all([(object_key("face", f.device, f.timestamp, f.id), f.png,
@@ -211,7 +215,7 @@ def register(ctx: StageContext) -> None:
             jobs = []
             for raw in values:  # one bad item is a dead letter, never the stage's end
                 try:
-                    job = review_image_job(raw)
+                    job = review_image_job(raw, ctx.boundary.review_item)
                     if job is not None:
                         jobs.append((job, review_metadata(job[0]), raw))
                 except Exception as exc:

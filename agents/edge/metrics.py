@@ -23,7 +23,8 @@ def register(ctx: StageContext) -> None:
     source = ctx.names.edge_metrics
 
     def decode(raw: bytes) -> dict[str, Any]:
-        return parse_metrics_payload(raw, settings.max_message_bytes)
+        return parse_metrics_payload(raw, settings.max_message_bytes,
+                                     future_skew=settings.future_skew_seconds)
 
     @ctx.app.agent(ctx.topic(source), name="edgewise.edge_metrics")
     async def edge_metrics(stream: Any) -> None:

@@ -11,6 +11,9 @@ documents, readable by any MQTT tool:
 ``parse_*`` are the bridge's gate: they raise :class:`BadInput` with a short reason, so the
 bridge dead-letters the original bytes and carries on. Size is checked before anything
 else is trusted; a PNG's declared size is read from its header before it is decoded.
+Timestamps follow the rules of every boundary (``app.core.bounds``): finite, after 2000,
+and at most the future-skew bound ahead, so one edge with a clock far ahead cannot push
+the windows of a site's other edges out of the ``site_metrics`` table.
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import math
 import re
 import struct
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,8 +30,15 @@ import cv2
 import numpy as np
 import orjson
 
+from edgewise.app.core.bounds import (
+    DEFAULT_FUTURE_SKEW_SECONDS,
+    MAX_MODEL_VERSION,
+    check_ids,
+    check_time,
+    is_int,
+    is_number,
+)
 from edgewise.app.core.frames import BadInput, decode_frame, encode_frame, json_object
-from edgewise.app.core.wire import MAX_ID_LENGTH
 
 SCHEMA_VERSION = 1
 FACE_MODEL = "haar-frontalface"
@@ -40,7 +48,8 @@ _IHDR = struct.Struct(">4sII")  # chunk type, width, height (after the 8-byte ma
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_LABELS = 1000
-MAX_FUTURE_SECONDS = 3600.0  # edge clocks drift; a timestamp further ahead is wrong
+MAX_COUNT = 2**53  # counts stay exact in JSON doubles (dashboards) and in sums
+MAX_WINDOW_SECONDS = 86_400.0  # an edge window longer than a day is not a window
 
 
 def parse_geo(text: str) -> dict[str, float] | None:
@@ -90,18 +99,32 @@ def _name(doc: dict[str, Any], field: str) -> str:
     return value
 
 
-def _timestamp(doc: dict[str, Any], field: str, now: float | None) -> float:
-    value = float(_field(doc, field, (int, float)))
-    latest = (time.time() if now is None else now) + MAX_FUTURE_SECONDS
-    if not math.isfinite(value) or value <= 0 or value > latest:
-        raise BadInput("bad_timestamp", f"{field} {value!r}")
-    return value
+def _timestamp(doc: dict[str, Any], field: str, future_skew: float, now: float | None
+               ) -> float:
+    return check_time(_field(doc, field, (int, float)), field, future_skew, now)
 
 
 def _count(doc: dict[str, Any], field: str) -> int:
     value = _field(doc, field, int)
-    if value < 0:
-        raise BadInput("bad_field", f"{field} must be >= 0")
+    if not 0 <= value <= MAX_COUNT:
+        raise BadInput("bad_field", f"{field} must lie in 0..2**53")
+    return value
+
+
+def _model_version(doc: dict[str, Any]) -> int:
+    version = _field(doc, "model_version", int)
+    if not 1 <= version <= MAX_MODEL_VERSION:
+        raise BadInput("bad_field", f"model_version must lie in 1..{MAX_MODEL_VERSION}")
+    return version
+
+
+def _geo(value: Any) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) == {"lat", "lon"}
+            and all(is_number(v) for v in value.values())
+            and -90 <= value["lat"] <= 90 and -180 <= value["lon"] <= 180):
+        raise BadInput("bad_field", "geo must be {lat, lon} degrees in -90..90, -180..180")
     return value
 
 
@@ -154,19 +177,18 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 
 def parse_face_payload(
-    data: bytes, max_bytes: int, max_side: int, decode: bool = True, now: float | None = None
+    data: bytes, max_bytes: int, max_side: int, decode: bool = True, now: float | None = None,
+    future_skew: float = DEFAULT_FUTURE_SKEW_SECONDS,
 ) -> FaceMessage:
     """Validate a face message: fields, box inside the frame, PNG exactly the box's size."""
     doc = _loads(data, max_bytes)
     face_id = _field(doc, "id", str)
-    if not face_id or len(face_id) > MAX_ID_LENGTH:
-        raise BadInput("bad_id", f"id must be 1..{MAX_ID_LENGTH} characters")
+    check_ids([face_id], "id")
     confidence = float(_field(doc, "confidence", (int, float)))
     if not 0.0 <= confidence <= 1.0:
         raise BadInput("bad_field", f"confidence {confidence} outside 0..1")
     box, frame = _field(doc, "box", list), _field(doc, "frame", list)
-    if len(box) != 4 or len(frame) != 2 or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in box + frame):
+    if len(box) != 4 or len(frame) != 2 or not all(is_int(v) for v in box + frame):
         raise BadInput("bad_field", "box must be [x, y, w, h] and frame [width, height]")
     x, y, w, h = box
     if min(x, y) < 0 or min(w, h) <= 0 or x + w > frame[0] or y + h > frame[1]:
@@ -184,16 +206,11 @@ def parse_face_payload(
         image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
         if image is None or image.shape[:2] != (height, width):
             raise BadInput("bad_image", "PNG does not decode")
-    geo = doc.get("geo")
-    if geo is not None and not (isinstance(geo, dict) and set(geo) == {"lat", "lon"} and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in geo.values())):
-        raise BadInput("bad_field", "geo must be {lat, lon} numbers")
-    version = _field(doc, "model_version", int)
     return FaceMessage(
         id=face_id, site=_name(doc, "site"), device=_name(doc, "device"),
-        timestamp=_timestamp(doc, "timestamp", now), confidence=confidence,
+        timestamp=_timestamp(doc, "timestamp", future_skew, now), confidence=confidence,
         box=(x, y, w, h), frame_size=(frame[0], frame[1]), png=png,
-        model=_name(doc, "model"), model_version=version, geo=geo,
+        model=_name(doc, "model"), model_version=_model_version(doc), geo=_geo(doc.get("geo")),
     )
 
 
@@ -205,12 +222,21 @@ def encode_metrics(fields: dict[str, Any]) -> bytes:
     return orjson.dumps({"schema": SCHEMA_VERSION, "kind": "metrics", **fields})
 
 
-def parse_metrics_payload(data: bytes, max_bytes: int, now: float | None = None) -> dict[str, Any]:
-    """Validate one edge window's metrics; the dict holds exactly the fields the hub uses."""
+def parse_metrics_payload(
+    data: bytes, max_bytes: int, now: float | None = None,
+    future_skew: float = DEFAULT_FUTURE_SKEW_SECONDS,
+) -> dict[str, Any]:
+    """Validate one edge window's metrics; the dict holds exactly the fields the hub uses.
+
+    The window's start is held to the future-skew bound; its end may lie up to one window
+    later (an edge that stops sends its open window).
+    """
     doc = _loads(data, max_bytes)
-    start, end = _timestamp(doc, "window_start", now), _timestamp(doc, "window_end", now)
-    if end <= start:
-        raise BadInput("bad_field", "window_end must be after window_start")
+    start = _timestamp(doc, "window_start", future_skew, now)
+    end = _field(doc, "window_end", (int, float))
+    if not is_number(end) or not start < end <= start + MAX_WINDOW_SECONDS:
+        raise BadInput("bad_field", "window_end must be after window_start, within a day")
+    end = float(end)
     out: dict[str, Any] = {
         "site": _name(doc, "site"), "device": _name(doc, "device"),
         "window_start": start, "window_end": end,
@@ -225,15 +251,19 @@ def parse_metrics_payload(data: bytes, max_bytes: int, now: float | None = None)
             isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in labels.values()):
         raise BadInput("bad_field", "labels must map label to a count")
     out["labels"] = {str(k)[:32]: v for k, v in labels.items()}
+    if sum(out["labels"].values()) > out["count"]:
+        raise BadInput("bad_field", "label counts add up to more than count")
     out["conf_sum"] = float(_field(doc, "conf_sum", (int, float)))
     for name in ("conf_min", "conf_max"):
         value = doc.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                  or not 0.0 <= value <= 1.0):
+        if value is not None and (not is_number(value) or not 0.0 <= value <= 1.0):
             raise BadInput("bad_field", f"{name} must be a number in 0..1 or null")
         out[name] = value
     if not 0.0 <= out["conf_sum"] <= out["scored"] + 1e-6:
         raise BadInput("bad_field", "conf_sum must lie in 0..scored")
+    if (out["conf_min"] is None) != (out["conf_max"] is None) or (
+            out["conf_min"] is not None and out["conf_min"] > out["conf_max"]):
+        raise BadInput("bad_field", "need conf_min <= conf_max, both or neither")
     return out
 
 
@@ -261,8 +291,8 @@ def parse_model_command(data: bytes, max_bytes: int) -> ModelCommand:
         raise BadInput("unknown_command", repr(doc.get("command"))[:80])
     meta = _field(doc, "meta", dict)
     _name(meta, "name")
-    if _field(meta, "version", int) < 1:
-        raise BadInput("bad_field", "version must be >= 1")
+    if not 1 <= _field(meta, "version", int) <= MAX_MODEL_VERSION:
+        raise BadInput("bad_field", f"version must lie in 1..{MAX_MODEL_VERSION}")
     sha = _field(meta, "sha256", str)
     if not _SHA256.fullmatch(sha):
         raise BadInput("bad_field", "sha256 must be 64 hex digits")

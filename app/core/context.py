@@ -8,13 +8,13 @@ from typing import Any, TypeVar
 
 import faust
 
+from edgewise.app.core.boundary import Boundary
 from edgewise.app.core.dead_letters import DeadLetterPath
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
-from edgewise.app.core.wire import decode_prediction_batch
 
 T = TypeVar("T")
 
@@ -31,10 +31,12 @@ class StageContext:
     simulate_total: int = 0
     model_holder: Any = None
     dead_letters: DeadLetterPath = field(init=False)
+    boundary: Boundary = field(init=False)
 
     def __post_init__(self) -> None:
         self.dead_letters = DeadLetterPath(self.names.dead_letters,
                                            self.settings.max_message_bytes, self.metrics)
+        self.boundary = Boundary.from_settings(self.settings)
 
     def topic(self, name: str) -> faust.TopicT:
         """The Faust topic for ``name`` (raw bytes keys and values), made once."""
@@ -54,8 +56,8 @@ class StageContext:
         await self.topic(self.names.dead_letters).send(key=letter_key, value=letter)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
-        """A prediction batch from the predictions topic, within the size limit."""
-        return decode_prediction_batch(raw, self.settings.max_message_bytes)
+        """A prediction batch from the predictions topic, checked within every limit."""
+        return self.boundary.predictions(raw)
 
     async def decoded(
         self, stream: AsyncIterable[bytes], stage: str, source: str,
@@ -77,9 +79,10 @@ class StageContext:
 
     async def decoded_events(
         self, stream: Any, stage: str, source: str, decode: Callable[[bytes], T],
-    ) -> AsyncIterator[tuple[T, Origin]]:
-        """Like :meth:`decoded`, with where each message came from (partition, offset): the
-        tables that count samples keep the last offset folded, to recognise replays."""
+    ) -> AsyncIterator[tuple[T, Origin, bytes]]:
+        """Like :meth:`decoded`, with where each message came from (partition, offset) and its
+        bytes: the tables that count samples keep the last offset folded, to recognise
+        replays, and a stage that rejects a decoded value later dead-letters the original."""
         async for event in stream.events():
             raw = event.value
             self.count(stage, events_in=1)
@@ -88,7 +91,7 @@ class StageContext:
             except Exception as exc:
                 await self.dead_letter(stage, exc, raw, source)
                 continue
-            yield value, Origin(event.message.partition, event.message.offset)
+            yield value, Origin(event.message.partition, event.message.offset), raw
 
     def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
         m = self.metrics

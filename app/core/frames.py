@@ -93,6 +93,8 @@ def decode_frame(data: bytes, expect_kind: int) -> tuple[dict[str, Any], dict[st
     view = memoryview(data)
     for entry in meta.pop("arrays"):
         name, dtype, shape = _array_entry(entry)
+        if name in arrays:
+            raise BadInput("bad_header", f"array {name} appears twice")
         size = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
         if offset + size > len(data):
             raise BadInput("truncated", f"array {name} runs past the end of the message")
@@ -106,11 +108,15 @@ def decode_frame(data: bytes, expect_kind: int) -> tuple[dict[str, Any], dict[st
 def _array_entry(entry: Any) -> tuple[str, str, tuple[int, ...]]:
     try:
         name, dtype, shape = entry
-        shape = tuple(int(n) for n in shape)
     except (TypeError, ValueError):
-        raise BadInput("bad_header", f"bad array entry {entry!r}") from None
+        raise BadInput("bad_header", f"bad array entry {str(entry)[:100]}") from None
+    # whole numbers only: int(1.9) or int(True) would quietly read a different shape
+    if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise BadInput("bad_header", f"array shape {str(shape)[:100]} is not whole numbers")
+    shape = tuple(shape)
     if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in ALLOWED_DTYPES:
-        raise BadInput("bad_dtype", f"array {name!r} dtype {dtype!r}")
+        raise BadInput("bad_dtype", f"array {str(name)[:50]!r} dtype {str(dtype)[:50]!r}")
     if any(n < 0 for n in shape) or len(shape) > 4:
         raise BadInput("wrong_shape", f"array {name} shape {shape}")
     return name, dtype, shape

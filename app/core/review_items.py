@@ -1,7 +1,9 @@
 """Review items as they travel on the review topic: parsed and validated as dicts.
 
 The review stage keeps them in its table and the image sink stores their pixels, so both
-validate them the same way, here.
+validate them the same way, here. The review topic is written by route and the image sink
+only, but it is a topic like any other: anyone with access can write to it, so an item is
+checked field by field (types, ranges, time, sizes) before either stage trusts it.
 """
 
 from __future__ import annotations
@@ -11,16 +13,24 @@ import binascii
 import math
 from typing import Any
 
+from edgewise.app.core.bounds import (
+    DEFAULT_FUTURE_SKEW_SECONDS,
+    MAX_LABEL,
+    MAX_TOP_K,
+    check_device,
+    check_ids,
+    check_model,
+    check_size,
+    check_time,
+    is_int,
+    is_number,
+)
 from edgewise.app.core.frames import BadInput, json_object
-from edgewise.app.core.records import ReviewItem
+from edgewise.app.core.records import SCHEMA_VERSION, ReviewItem
 
-MAX_TIMESTAMP = 32_503_680_000.0  # 3000-01-01 UTC: later dates overflow datetime maths
 MAX_DIMS = 4
-
-
-def _is_int(value: Any) -> bool:
-    """An int that is not a bool (JSON ``true`` must not pass as a label)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+MAX_TEXT = 2000  # reason, image_url, kind: short texts a person reads
+DEFAULT_MAX_BYTES = 4_000_000  # the settings' default
 
 
 def _check_shape(doc: dict[str, Any]) -> None:
@@ -31,7 +41,7 @@ def _check_shape(doc: dict[str, Any]) -> None:
     """
     shape = doc["shape"]
     if (not isinstance(shape, list) or not 1 <= len(shape) <= MAX_DIMS
-            or not all(_is_int(n) and n > 0 for n in shape)):
+            or not all(is_int(n) and n > 0 for n in shape)):
         raise BadInput("bad_field", f"shape must be 1-{MAX_DIMS} positive ints, not "
                                     f"{str(shape)[:100]}")
     image_b64 = doc["image_b64"]
@@ -46,24 +56,61 @@ def _check_shape(doc: dict[str, Any]) -> None:
             raise BadInput("wrong_shape", f"{size} bytes do not fill shape {shape}")
 
 
-def parse_review_item(raw: bytes) -> dict[str, Any]:
+def _check_label(value: Any, what: str, unknown_allowed: bool) -> None:
+    if value is None and unknown_allowed:
+        return
+    if not is_int(value) or not 0 <= value <= MAX_LABEL:
+        raise BadInput("bad_label", f"{what} must be a class number 0..{MAX_LABEL}, not "
+                                    f"{str(value)[:50]}")
+
+
+def _check_scores(doc: dict[str, Any]) -> None:
+    """Confidence in 0..1, margin in -1..1, top-k a short list of (label, probability)."""
+    confidence, margin = doc["confidence"], doc["margin"]
+    if not is_number(confidence) or not 0.0 <= confidence <= 1.0:
+        raise BadInput("out_of_range", f"confidence must be a number in 0..1, not "
+                                       f"{str(confidence)[:50]}")
+    if not is_number(margin) or not -1.0 <= margin <= 1.0:
+        raise BadInput("out_of_range", f"margin must be a number in -1..1, not "
+                                       f"{str(margin)[:50]}")
+    top_k = doc["top_k"]
+    if not isinstance(top_k, list) or len(top_k) > MAX_TOP_K:
+        raise BadInput("bad_top_k", f"top_k must be a list of at most {MAX_TOP_K} pairs")
+    for pair in top_k:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise BadInput("bad_top_k", "top_k entries must be [label, probability]")
+        _check_label(pair[0], "a top_k label", unknown_allowed=False)
+        if not is_number(pair[1]) or not 0.0 <= pair[1] <= 1.0:
+            raise BadInput("bad_top_k", "top_k probabilities must lie in 0..1")
+
+
+def parse_review_item(
+    raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES, *,
+    future_skew: float = DEFAULT_FUTURE_SKEW_SECONDS, now: float | None = None,
+) -> dict[str, Any]:
     """A review item as a dict, validated; BadInput otherwise."""
+    check_size(raw, max_bytes)
     doc = json_object(raw, "review item")
     doc.pop("__faust", None)
     missing = [f for f in ReviewItem._options.fields if f not in doc and
                f not in ReviewItem._options.defaults]
     if missing:
         raise BadInput("missing_field", ", ".join(sorted(missing)))
-    if not isinstance(doc["id"], str) or not isinstance(doc["confidence"], int | float):
-        raise BadInput("bad_field", "id must be a string and confidence a number")
-    if not all(isinstance(doc[f], str) for f in ("device", "model")):
-        raise BadInput("bad_field", "device and model must be strings")
-    if not all(_is_int(doc[f]) for f in ("label", "model_version")):
-        raise BadInput("bad_field", "label and model_version must be ints")
-    ts = doc["timestamp"]
-    if (not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts)
-            or not 0 < ts < MAX_TIMESTAMP):
-        raise BadInput("bad_field", f"timestamp must be seconds in (0, year 3000), not "
-                                    f"{str(ts)[:50]}")
+    schema = doc.get("schema", SCHEMA_VERSION)
+    if not is_int(schema) or schema != SCHEMA_VERSION:
+        raise BadInput("unknown_schema_version", f"schema {str(schema)[:50]}")
+    if not isinstance(doc["id"], str):
+        raise BadInput("bad_field", "id must be a string")
+    check_ids([doc["id"]], "id")
+    check_device(doc["device"])
+    check_model(doc["model"], doc["model_version"])
+    _check_label(doc["label"], "label", unknown_allowed=False)
+    _check_label(doc.get("true_label"), "true_label", unknown_allowed=True)
+    _check_scores(doc)
+    doc["timestamp"] = check_time(doc["timestamp"], "timestamp", future_skew, now)
+    for name in ("reason", "image_url", "kind"):
+        value = doc.get(name, "")
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise BadInput("bad_field", f"{name} must be a string of at most {MAX_TEXT}")
     _check_shape(doc)
     return doc

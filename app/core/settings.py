@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         4_000_000, ge=1024, description="largest message a stage accepts; larger is dead-lettered"
     )
     max_batch_samples: int = Field(4096, ge=1, description="largest sample count in one batch")
+    max_future_skew_seconds: float = Field(
+        -1.0, ge=-1,
+        description="how far ahead of this host's clock a timestamp may be (else dead-lettered); "
+        "-1: half the window horizon; at most the horizon (windows_kept x shortest window)",
+    )
     score_take: int = Field(64, ge=1, description="batches the score stage gathers per call")
     score_take_within: float = Field(
         0.005, gt=0, description="seconds the score stage waits to gather batches"
@@ -241,6 +246,32 @@ class Settings(BaseSettings):
             raise ValueError("must be 'embedded' or start with kafka://")
         return value
 
+    @model_validator(mode="after")
+    def _skew_within_horizon(self) -> Settings:
+        skew = self.max_future_skew_seconds
+        if skew != -1 and not 0 < skew <= self.window_horizon_seconds:
+            raise ValueError(
+                f"max_future_skew_seconds must be -1 or in (0, {self.window_horizon_seconds:g}]: "
+                "a clock further ahead would push every other device's windows out")
+        return self
+
+    @property
+    def window_horizon_seconds(self) -> float:
+        """How far back the kept windows reach: ``windows_kept`` of the shortest window kind
+        (device tumbling, hopping step, edge windows)."""
+        shortest = min(self.tumbling_seconds, self.hopping_step_seconds, self.edge_window_seconds)
+        return self.windows_kept * shortest
+
+    @property
+    def future_skew_seconds(self) -> float:
+        """The effective future-skew bound every boundary applies to timestamps.
+
+        Half the horizon by default: an edge ahead by the whole bound then still leaves the
+        newest half of the kept windows to the devices whose clocks are right.
+        """
+        skew = self.max_future_skew_seconds
+        return self.window_horizon_seconds / 2 if skew == -1 else skew
+
     @property
     def embedded(self) -> bool:
         """True when edgewise starts its own Tansu broker."""
@@ -279,6 +310,8 @@ def _one_line(exc: ValidationError) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown setting '{where}'")
+        elif not err["loc"]:  # a rule across fields: its input is the whole object
+            problems.append(err["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration: " + "; ".join(problems)

@@ -83,9 +83,9 @@ def malformed_payloads() -> list[tuple[str, str, bytes]]:
         ("wrong_shape", "s1/d1/sample", orjson.dumps({"device": "d1", "samples": [
             {"id": "a", "ts": 1.0, "pixels": [1] * 63}]})),
         ("bad_field", "s1/d1/metrics", orjson.dumps({
-            "schema": 1, "site": "s1", "device": "d1", "window_start": 10.0,
-            "window_end": 20.0, "detect": "digits", "frames": 0, "count": 1, "scored": 1,
-            "low": 2, "dropped": 0, "labels": {}, "conf_sum": 0.5})),
+            "schema": 1, "site": "s1", "device": "d1", "window_start": time.time() - 20,
+            "window_end": time.time() - 10, "detect": "digits", "frames": 0, "count": 1,
+            "scored": 1, "low": 2, "dropped": 0, "labels": {}, "conf_sum": 0.5})),
         ("device_mismatch", "s1/d1/sample", frame),
         ("unknown_kind", "s1/d1/telemetry", b"{}"),
     ]

@@ -101,3 +101,22 @@ def test_many_devices_with_few_labels_keep_the_record_bounded() -> None:
     size = len(orjson.dumps(state))
     print(f"\n64 devices x 6 windows: site record {size} bytes, {len(state['devices'])} kept")
     assert size <= MAX_RECORD_BYTES
+
+
+def test_an_edge_ahead_by_the_skew_bound_leaves_the_others_their_windows() -> None:
+    """With the default bound (half the horizon), a device whose clock is ahead by the whole
+    bound takes at most half the kept windows; further ahead it is dead-lettered at the
+    boundary (``parse_metrics_payload``), so it never reaches the table."""
+    kept, size = 6, 10.0
+    now = 1_000_000.0
+    skew = kept * size / 2
+    state = None
+    for step in range(12):  # two minutes of windows from three edges
+        t = now + step * size
+        for device, clock in (("a", t), ("b", t), ("fast", t + skew)):
+            state, _ = merge_edge_window(state, metrics(device, (clock // size) * size - size),
+                                         kept=kept)
+    newest = site_windows(state)
+    honest = [w for w in newest if {"a", "b"} <= set(w["devices"])]
+    assert len(honest) >= kept // 2 - 1
+    assert honest[0]["start"] == (now + 11 * size) // size * size - size

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import random
+import time
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgewise.agents.cdc.rows import (
     RowMapping,
@@ -20,6 +24,7 @@ from edgewise.agents.cdc.transform import pack_samples, transform_topics
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.wire import validate_sample_batch
+from tests.fixtures import hostile
 
 MAPPING = RowMapping("id", "label", "pixels", (8, 8), "digits")
 PIXELS = (np.arange(64) % 17).astype(np.uint8)
@@ -125,3 +130,18 @@ def test_transform_topics_default_to_the_digits_test_table() -> None:
     assert transform_topics(Settings(cdc_topic_prefix="shop")) == ["shop.public.digits_test"]
     assert transform_topics(Settings(cdc_transform_topics="a.b.c, d.e.f")) == [
         "a.b.c", "d.e.f"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_hostile_change_events_are_refused_with_their_reason(rng: random.Random) -> None:
+    data, reason = hostile.hostile_change(rng)
+    with pytest.raises(BadInput) as caught:
+        change_to_sample(data, MAPPING, hostile.SKEW)
+    assert caught.value.reason == reason
+
+
+def test_a_commit_time_far_ahead_is_refused() -> None:
+    with pytest.raises(BadInput) as caught:
+        change_to_sample(envelope("c", None, ts_ms=(time.time() + 3600) * 1000), MAPPING)
+    assert caught.value.reason == "future_timestamp"

@@ -19,6 +19,7 @@ from edgewise.agents.cdc.train import (
 from edgewise.app.core.settings import Settings
 
 MAPPING = RowMapping("id", "label", "pixels", (8, 8), "digits")
+TS_MS = 1_700_000_000_000  # commit times are real times: 1970 is refused
 
 
 def event(op: str, row_id: int, label: int | None = 1, value: int = 0,
@@ -27,8 +28,8 @@ def event(op: str, row_id: int, label: int | None = 1, value: int = 0,
            "pixels": base64.b64encode(bytes([value]) * 64).decode()}
     body: dict[str, Any] = {"before": row if op == "d" else None,
                             "after": None if op in ("d", "t") else row, "op": op,
-                            "source": {"schema": "public", "table": table, "ts_ms": 1000},
-                            "ts_ms": 1000}
+                            "source": {"schema": "public", "table": table, "ts_ms": TS_MS},
+                            "ts_ms": TS_MS}
     return orjson.dumps({"payload": body})
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import time
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.adapters.mqtt_payloads import (
@@ -25,6 +28,7 @@ from edgewise.app.adapters.mqtt_payloads import (
 from edgewise.app.core.frames import KIND_SAMPLES, BadInput, decode_frame
 from edgewise.app.core.wire import decode_sample_batch, encode_sample_batch
 from edgewise.models.faces import encode_png
+from tests.fixtures import hostile
 
 NOW = 1_800_000_000.0
 
@@ -70,7 +74,8 @@ def mutated(**changes: object) -> bytes:
     (mutated(png=base64.b64encode(b"GIF89a" + b"0" * 40).decode()), "bad_image"),
     (mutated(confidence=1.5), "bad_field"),
     (mutated(confidence=True), "bad_field"),
-    (mutated(timestamp=NOW + 86_400), "bad_timestamp"),
+    (mutated(timestamp=NOW + 86_400), "future_timestamp"),
+    (mutated(timestamp=1.0), "bad_timestamp"),
     (mutated(device="a/b"), "bad_field"),
     (mutated(id=""), "bad_id"),
     (mutated(geo={"lat": "x", "lon": 1}), "bad_field"),
@@ -151,3 +156,28 @@ def test_header_fields_are_added_and_the_batch_still_decodes() -> None:
     assert meta["site"] == "s1" and meta["geo"] == {"lat": 1.0, "lon": 2.0}
     decoded = decode_sample_batch(frame, 10**6, 100)
     assert decoded.ids == batch.ids and np.array_equal(decoded.pixels, batch.pixels)
+
+
+# -- generated hostile payloads ---------------------------------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_hostile_faces_are_refused_with_their_reason(rng: random.Random) -> None:
+    data, expected = hostile.hostile_face(rng)
+    assert reason(lambda: parse_face_payload(data, hostile.MAX_BYTES, 2048,
+                                             future_skew=hostile.SKEW)) == expected
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_hostile_metrics_are_refused_with_their_reason(rng: random.Random) -> None:
+    data, expected = hostile.hostile_metrics(rng)
+    assert reason(lambda: parse_metrics_payload(data, hostile.MAX_BYTES,
+                                                future_skew=hostile.SKEW)) == expected
+
+
+def test_an_edge_may_send_its_open_window_at_shutdown() -> None:
+    start = (time.time() // 10) * 10
+    doc = {**metrics_doc(), "window_start": start, "window_end": start + 10}
+    assert parse_metrics_payload(encode_metrics(doc), 10_000)["window_end"] == start + 10

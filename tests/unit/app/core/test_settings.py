@@ -232,3 +232,23 @@ def test_describe_documents_every_field() -> None:
         assert doc.strip(), f"{name} has no documentation"
         assert "\n" not in doc
     assert ("partitions", 3) in [(row[0], row[1]) for row in rows]
+
+
+def test_future_skew_defaults_to_half_the_window_horizon() -> None:
+    settings = load_settings()
+    assert settings.window_horizon_seconds == 6 * 10.0
+    assert settings.future_skew_seconds == 30.0
+    wide = load_settings(tumbling_seconds=60, hopping_step_seconds=60, edge_window_seconds=60,
+                         windows_kept=10)
+    assert wide.future_skew_seconds == 300.0
+    assert load_settings(max_future_skew_seconds=5).future_skew_seconds == 5.0
+
+
+def test_future_skew_beyond_the_horizon_is_one_line() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(max_future_skew_seconds=61)
+    assert str(caught.value) == (
+        "invalid configuration: max_future_skew_seconds must be -1 or in (0, 60]: a clock "
+        "further ahead would push every other device's windows out")
+    with pytest.raises(SettingsError):
+        load_settings(max_future_skew_seconds=0)

@@ -8,12 +8,16 @@ exception, because the stages catch BadInput to dead-letter and carry on.
 from __future__ import annotations
 
 import base64
+import random
 import struct
+import time
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgewise.app.core.frames import (
     KIND_PREDICTIONS,
@@ -30,6 +34,7 @@ from edgewise.app.core.wire import (
     encode_prediction_batch,
     encode_sample_batch,
 )
+from tests.fixtures import hostile
 
 MAX_BYTES = 1_000_000
 MAX_SAMPLES = 64
@@ -51,12 +56,12 @@ def sample_batch(n: int = 3, device: str = "cam-1") -> SampleBatch:
 def prediction_batch(n: int = 3, k: int = 3) -> PredictionBatch:
     rng = np.random.default_rng(7)
     probs = np.sort(rng.dirichlet(np.ones(10), size=n).astype(np.float32), axis=1)[:, ::-1]
+    top_labels = np.stack([np.roll(np.arange(k, dtype=np.int32), i) for i in range(n)])
     return PredictionBatch(
         device="cam-2", kind="digits", model="digits", model_version=4,
         ids=[f"s{i}" for i in range(n)], timestamps=T0 + np.arange(n, dtype=np.float64),
         true_labels=np.array([3, -1, 5][:n], dtype=np.int32),
-        labels=np.arange(n, dtype=np.int32), confidence=probs[:, 0].copy(),
-        top_labels=np.tile(np.arange(k, dtype=np.int32), (n, 1)),
+        labels=top_labels[:, 0].copy(), confidence=probs[:, 0].copy(), top_labels=top_labels,
         top_probs=np.ascontiguousarray(probs[:, :k]),
         latency_ms=np.linspace(1, 9, n).astype(np.float32),
         pixels=rng.integers(0, 17, size=(n, 8, 8)).astype(np.uint8), scored_at=T0 + 5,
@@ -262,7 +267,7 @@ BAD_SAMPLES = [
     ("json device too long", json_batch(device="d" * 201), "missing_field"),
     ("json no samples, no id", orjson.dumps({"device": "cam-1"}), "missing_field"),
     ("json sample without id", json_batch(json_sample(id=...)), "missing_field"),
-    ("json sample with empty id", json_batch(json_sample(id="")), "missing_field"),
+    ("json sample with empty id", json_batch(json_sample(id="")), "bad_id"),
     ("json sample not an object", json_batch(1), "missing_field"),
     ("json sample without pixels", json_batch(json_sample(pixels=None)), "missing_field"),
     ("frame no device", sample_frame({"device": None}), "missing_field"),
@@ -418,3 +423,32 @@ def test_empty_prediction_batch_is_refused_like_an_empty_sample_batch() -> None:
     empty = {name: getattr(prediction_batch(), name)[:0] for name in PREDICTION_COLUMNS}
     data = prediction_frame({"ids": []}, **empty)
     assert prediction_reason(data) == "empty_batch"
+
+
+# -- generated hostile sample frames and JSON batches -----------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_hostile_samples_are_refused_with_their_reason(rng: random.Random) -> None:
+    data, reason = hostile.hostile_sample(rng)
+    with pytest.raises(BadInput) as caught:
+        decode_sample_batch(data, hostile.MAX_BYTES, hostile.MAX_SAMPLES,
+                            future_skew=hostile.SKEW)
+    assert caught.value.reason == reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, hostile.MAX_SAMPLES))
+def test_good_frames_and_json_pass(rng: random.Random, n: int) -> None:
+    batch = hostile.good_sample_batch(rng, n=n)
+    for data in (encode_sample_batch(batch), orjson.dumps(hostile.json_doc(batch))):
+        back = decode_sample_batch(data, hostile.MAX_BYTES * 10, hostile.MAX_SAMPLES)
+        assert back.ids == batch.ids
+        np.testing.assert_array_equal(back.labels, batch.labels)
+
+
+def test_a_sample_from_an_unset_clock_or_far_ahead_is_refused() -> None:
+    assert reason_of(json_batch(json_sample(ts=86_400.0))) == "bad_timestamp"  # 1970
+    assert reason_of(json_batch(json_sample(ts=time.time() + 3600))) == "future_timestamp"
+    assert len(decode(json_batch(json_sample(ts=time.time() + 10)))) == 1
