@@ -82,7 +82,7 @@ def test_the_producer_refuses_over_the_limit_and_takes_the_largest_dead_letter(
     create_topics(embedded_broker.bootstrap, topic_specs(settings))
 
     async def main() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=embedded_broker.bootstrap, acks="all",
+        producer = AIOKafkaProducer(bootstrap_servers=embedded_broker.bootstrap,
                                     **broker_profile.producer_options(settings))
         await producer.start()
         try:
