@@ -44,7 +44,7 @@ def register(ctx: StageContext) -> None:
     seen = SeenIds(settings.dedupe_seconds, settings.dedupe_max_ids)
     source = ctx.names.predictions
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.aggregate")
+    @ctx.agent(ctx.topic(source), name="edgewise.aggregate", stage=STAGE)
     async def aggregate(stream: Any) -> None:
         async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
                                                       ctx.decode_predictions):

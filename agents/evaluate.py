@@ -36,7 +36,7 @@ def register(ctx: StageContext) -> None:
     seen = SeenIds(ctx.settings.dedupe_seconds, ctx.settings.dedupe_max_ids)
     source = ctx.names.predictions
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.evaluate")
+    @ctx.agent(ctx.topic(source), name="edgewise.evaluate", stage=STAGE)
     async def evaluate(stream: Any) -> None:
         async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
                                                       ctx.decode_predictions):

@@ -22,7 +22,7 @@ def register(ctx: StageContext) -> None:
     queue = review_queue.define(ctx)
     source = ctx.names.review
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.review")
+    @ctx.agent(ctx.topic(source), name="edgewise.review", stage=STAGE)
     async def review(stream: Any) -> None:
         async for item, origin, raw in ctx.decoded_events(stream, STAGE, source,
                                                           ctx.boundary.review_item):

@@ -42,13 +42,13 @@ def register(ctx: StageContext) -> None:
     """Attach the route agent to the app."""
     settings = ctx.settings
     source = ctx.names.predictions
-    review = ctx.topic(ctx.names.review)
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.route")
+    @ctx.agent(ctx.topic(source), name="edgewise.route", stage=STAGE)
     async def route(stream: Any) -> None:
         async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
             items = review_items(batch, settings.low_confidence, settings.min_margin)
             for item in items:
-                await review.send(key=item.id.encode(), value=item.dumps(serializer="json"))
+                await ctx.send(STAGE, ctx.names.review, item.id.encode(),
+                               item.dumps(serializer="json"), source)
             ctx.metrics.record_routed(len(batch), len(items))
             ctx.count(STAGE, events_out=len(items), samples=len(batch))

@@ -29,10 +29,9 @@ def register(ctx: StageContext) -> None:
     holder = ModelHolder(ModelRegistry(settings.models_dir), settings.model_name)
     holder.refresh()  # fail at start, clearly, when there is no model
     ctx.model_holder = holder
-    predictions = ctx.topic(ctx.names.predictions)
     source = ctx.names.samples
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.score")
+    @ctx.agent(ctx.topic(source), name="edgewise.score", stage=STAGE)
     async def score(stream: Any) -> None:
         async for values in stream.take(settings.score_take, within=settings.score_take_within):
             batches = []
@@ -43,9 +42,9 @@ def register(ctx: StageContext) -> None:
                     await ctx.dead_letter(STAGE, exc, raw, source)
             ctx.count(STAGE, events_in=len(values))
             if batches:
-                await score_and_send(ctx, holder, batches, predictions)
+                await score_and_send(ctx, holder, batches)
 
-    @ctx.app.agent(ctx.topic(ctx.names.model_updates), name="edgewise.model_updates")
+    @ctx.agent(ctx.topic(ctx.names.model_updates), name="edgewise.model_updates", stage=STAGE)
     async def model_updates(stream: Any) -> None:
         async for _ in stream:
             await asyncio.get_running_loop().run_in_executor(None, _safe_refresh, holder)
@@ -63,7 +62,7 @@ def _safe_refresh(holder: ModelHolder) -> None:
 
 
 async def score_and_send(
-    ctx: StageContext, holder: ModelHolder, batches: list[SampleBatch], predictions: Any
+    ctx: StageContext, holder: ModelHolder, batches: list[SampleBatch]
 ) -> None:
     """Score, count, and send one prediction frame per input batch."""
     assert holder.meta is not None
@@ -86,5 +85,6 @@ async def score_and_send(
         totals.correct += int((result.labels[known] == result.true_labels[known]).sum())
         totals.per_device[result.device] += len(result)
         ctx.metrics.observe_latencies(result.latency_ms)
-        await predictions.send(key=result.device.encode(), value=encode_prediction_batch(result))
+        await ctx.send(STAGE, ctx.names.predictions, result.device.encode(),
+                       encode_prediction_batch(result), ctx.names.samples)
     ctx.count(STAGE, events_out=len(results), samples=sum(len(r) for r in results))

@@ -77,12 +77,12 @@ def register(ctx: StageContext) -> None:
     """Attach the simulator as a task of the app (``ctx.simulate_total`` samples, 0: forever)."""
     settings = ctx.settings
     total = ctx.simulate_total
-    samples = ctx.topic(ctx.names.samples)
     simulator = DigitSimulator(settings.devices, settings.batch_size, settings.hard_share)
 
     async def send(batch: SampleBatch) -> None:
         try:
-            await samples.send(key=batch.device.encode(), value=encode_sample_batch(batch))
+            await ctx.send(STAGE, ctx.names.samples, batch.device.encode(),
+                           encode_sample_batch(batch), STAGE)
         except Exception:
             if ctx.app.should_stop:  # shutting down: this batch was never sent, not lost
                 return

@@ -65,9 +65,8 @@ def register(ctx: StageContext) -> None:
                   [cdc_topic_spec(t, settings) for t in topics])
     source = ctx.app.topic(*topics, key_type=bytes, value_type=bytes, key_serializer="raw",
                            value_serializer="raw")
-    samples_topic = ctx.topic(ctx.names.samples)
 
-    @ctx.app.agent(source, name="edgewise.cdc_transform")
+    @ctx.agent(source, name="edgewise.cdc_transform", stage=STAGE)
     async def cdc_transform(stream: Any) -> None:
         async for events in stream.take_events(settings.cdc_pack_rows,
                                                within=settings.cdc_pack_seconds):
@@ -89,6 +88,6 @@ def register(ctx: StageContext) -> None:
                 except BadInput as exc:
                     await ctx.dead_letter(STAGE, exc, encode_sample_batch(packed), STAGE)
                     continue
-                await samples_topic.send(key=batch.device.encode(),
-                                         value=encode_sample_batch(batch))
+                await ctx.send(STAGE, ctx.names.samples, batch.device.encode(),
+                               encode_sample_batch(batch), STAGE)
                 ctx.count(STAGE, events_out=1, samples=len(batch))

@@ -183,7 +183,7 @@ def register(ctx: StageContext) -> None:
     async def close_store(app: Any, **kwargs: Any) -> None:
         await store.close()
 
-    @ctx.app.agent(ctx.topic(faces_source), name="edgewise.image_sink.faces")
+    @ctx.agent(ctx.topic(faces_source), name="edgewise.image_sink.faces", stage=STAGE)
     async def store_faces(stream: Any) -> None:
         async for values in stream.take(STORE_TAKE, within=STORE_TAKE_WITHIN):
             ctx.count(STAGE, events_in=len(values))
@@ -206,10 +206,11 @@ def register(ctx: StageContext) -> None:
                 if item is not None:
                     doubtful.append(item)
             for item in doubtful:
-                await review.send(key=item.id.encode(), value=item.dumps(serializer="json"))
+                await ctx.send(STAGE, review_source, item.id.encode(),
+                               item.dumps(serializer="json"), faces_source)
             ctx.count(STAGE, samples=len(faces), events_out=len(doubtful))
 
-    @ctx.app.agent(review, name="edgewise.image_sink.review")
+    @ctx.agent(review, name="edgewise.image_sink.review", stage=STAGE)
     async def store_review_images(stream: Any) -> None:
         async for values in stream.take(STORE_TAKE, within=STORE_TAKE_WITHIN):
             jobs = []
@@ -231,5 +232,6 @@ def register(ctx: StageContext) -> None:
                     continue
                 stored += 1
                 item["image_url"] = url
-                await review.send(key=item["id"].encode(), value=orjson.dumps(item))
+                await ctx.send(STAGE, review_source, item["id"].encode(), orjson.dumps(item),
+                               review_source)
             ctx.count(STAGE, events_out=stored, samples=stored)

@@ -26,7 +26,7 @@ def register(ctx: StageContext) -> None:
         return parse_metrics_payload(raw, settings.max_message_bytes,
                                      future_skew=settings.future_skew_seconds)
 
-    @ctx.app.agent(ctx.topic(source), name="edgewise.edge_metrics")
+    @ctx.agent(ctx.topic(source), name="edgewise.edge_metrics", stage=STAGE)
     async def edge_metrics(stream: Any) -> None:
         async for metrics in ctx.decoded(stream, STAGE, source, decode):
             state, kept = site_metrics.merge_edge_window(

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
 
 from edgewise.app.core.boundary import Boundary
-from edgewise.app.core.dead_letters import DeadLetterPath
+from edgewise.app.core.dead_letters import DeadLetterPath, is_rejection
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import TopicNames
+from edgewise.app.core.topics import TopicNames, max_record_bytes
 
 T = TypeVar("T")
 
@@ -54,6 +55,45 @@ class StageContext:
         """Send ``original`` to the dead-letter topic with the reason (see core.dead_letters)."""
         letter_key, letter = self.dead_letters.letter(stage, error, original, source, key)
         await self.topic(self.names.dead_letters).send(key=letter_key, value=letter)
+
+    def agent(self, channel: Any, name: str, stage: str) -> Callable[[Any], Any]:
+        """``app.agent`` for a stage: when the stage raises, the delivery guard is poisoned,
+        so what it had gathered is not committed (Faust acks it anyway) but read again."""
+
+        def decorate(fun: Callable[[Any], Awaitable[None]]) -> Any:
+            async def guarded(stream: Any) -> None:
+                try:
+                    await fun(stream)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    guard = getattr(self.app, "edgewise_guard", None)
+                    if guard is not None:
+                        guard.poison(stage, exc)
+                    raise
+
+            guarded.__name__ = guarded.__qualname__ = fun.__name__
+            guarded.__doc__ = fun.__doc__
+            return self.app.agent(channel, name=name)(guarded)
+
+        return decorate
+
+    async def send(self, stage: str, topic: str, key: bytes, value: bytes,
+                   source: str) -> None:
+        """Send one output record, never dropping it: a record the broker could never take
+        (over the size limit, or refused for good) is dead-lettered instead, and anything
+        else that fails keeps its input from being committed (``core.deliveries``)."""
+        if len(key) + len(value) > max_record_bytes(self.settings):
+            await self.dead_letter(stage, BadInput(
+                "output_too_large", f"{len(value)} bytes for {topic}, over the record limit"),
+                value, source, key)
+            return
+        try:
+            await self.topic(topic).send(key=key, value=value)
+        except Exception as exc:
+            if not is_rejection(exc):
+                raise
+            await self.dead_letter(stage, exc, value, source, key)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
         """A prediction batch from the predictions topic, checked within every limit."""

@@ -233,6 +233,9 @@ class Settings(BaseSettings):
         2048, ge=24, le=8192, description="largest image side (pixels) a face payload may carry"
     )
 
+    shutdown_seconds: float = Field(
+        8.0, gt=0, le=300, description="a worker stopping (SIGTERM, Ctrl-C) is gone within this"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "warning", description="log level of the worker"
     )

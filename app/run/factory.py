@@ -9,6 +9,7 @@ import faust
 
 from edgewise.app.core import broker_profile
 from edgewise.app.core.context import StageContext, StringKeyedTable
+from edgewise.app.core.deliveries import DeliveryGuard
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.run import views
@@ -64,10 +65,13 @@ def create_app(
         web_port=web_port if web_port is not None else settings.web_port,
         datadir=str(data_dir), autodiscover=False, web_in_thread=False,
         consumer_auto_offset_reset="earliest", Table=StringKeyedTable,
+        stream_wait_empty=False,  # a stop must not wait for buffered input (runner)
         **broker_profile.faust_options(settings),
     )
     app.edgewise_fetch_wait_ms = broker_profile.fetch_wait_ms(settings)  # read by app.transport
     app.edgewise_idempotent = broker_profile.idempotent_producers(settings)
+    app.edgewise_guard = DeliveryGuard()  # read by app.transport before every commit
+    app.sensors.add(app.edgewise_guard)
     ctx = StageContext(app=app, settings=settings, names=TopicNames(settings.topic_prefix))
     ctx.simulate_total = simulate_total
     for stage in STAGE_MODULES:  # topology order, whatever order they were asked in

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -62,9 +63,43 @@ def ensure_model(settings: Settings, out: Any = sys.stderr) -> None:
           file=out)
 
 
+class BoundedShutdownWorker(faust.Worker):
+    """A Faust worker that is gone within ``shutdown_seconds`` of SIGTERM or Ctrl-C.
+
+    Faust drains its agents' buffers before it stops, and under load that can take minutes
+    (or hang in ``wait_empty``). The app is made with ``stream_wait_empty=False`` so a stop
+    does not wait for buffered input, and a watchdog ends the process if the stop still
+    overruns: nothing is lost, since an input is only committed once its outputs were
+    acknowledged, and whatever was not committed is simply read again.
+    """
+
+    shutdown_seconds: float = 8.0
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        start_shutdown_watchdog(self.shutdown_seconds)
+        super()._schedule_shutdown(signal)
+
+
+def start_shutdown_watchdog(seconds: float) -> None:
+    """End this process ``seconds`` from now if it is still running (children die with it:
+    they were started with the parent-death signal)."""
+
+    def expire() -> None:
+        print(f"edgewise: the worker did not stop within {seconds:g}s; exiting now "
+              "(uncommitted input is read again by the next worker)", file=sys.stderr,
+              flush=True)
+        sys.stdout.flush()
+        os._exit(0)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+
+
 def _worker(app: faust.App, settings: Settings) -> faust.Worker:
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True,
-                          redirect_stdouts=False, stdout=sys.stderr)
+    worker = BoundedShutdownWorker(app, loglevel=settings.log_level.upper(), quiet=True,
+                                   redirect_stdouts=False, stdout=sys.stderr)
+    worker.shutdown_seconds = settings.shutdown_seconds
     worker.spinner = None  # its cursor codes would mangle --json output and logs
     return worker
 

@@ -7,6 +7,7 @@ producer only inside transactions, while at-least-once on Kafka gains from one t
 after a lost acknowledgement writes nothing twice. This transport is registered under the
 ``faust.transports`` entry point as ``edgewise://`` and reads both from the app
 (``app.edgewise_fetch_wait_ms``, ``app.edgewise_idempotent``), set by the app factory.
+Its consumer commits an offset only after every record sent before it was acknowledged.
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Consumer that uses :class:`ConsumerThread`."""
+    """Consumer that uses :class:`ConsumerThread` and commits offsets only once everything
+    sent before is acknowledged (``app.edgewise_guard``, see ``core.deliveries``)."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(self, offsets: Mapping[Any, int],
+                              start_new_transaction: bool = True) -> bool:
+        guard = getattr(self.app, "edgewise_guard", None)
+        if guard is not None:
+            await guard.settle(self.app.producer)
+        return await super()._commit_offsets(offsets, start_new_transaction)
 
 
 class Producer(faust_aiokafka.Producer):

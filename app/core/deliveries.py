@@ -1,0 +1,73 @@
+"""Commit an input only after what it caused is acknowledged.
+
+Faust acks an event when the agent moves past it (a whole ``take()`` gathering at once, in a
+``finally``, even when the agent raised), a send the broker refuses later only logs a
+warning, and its buffer flush before a commit gives up after 0.1 s with changelog records
+still queued. The guard closes each gap:
+
+- a Faust sensor notes every send that failed (outputs, dead letters, changelog records);
+- a stage that raised marks the guard poisoned: what it had gathered may be unprocessed;
+- before offsets are committed, :meth:`DeliveryGuard.settle` waits until the producer's
+  buffer is empty and every in-flight record is acknowledged, then refuses the commit when
+  anything failed or a stage raised. The worker stops without committing and its inputs are
+  read again by the next one (at-least-once; the tables count each sample once).
+
+A record that can never be accepted (over the size limit) is not sent but dead-lettered by
+the stage (``StageContext.send``), so a refusal does not become a crash loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from faust.sensors import Sensor
+
+log = logging.getLogger("edgewise")
+
+SETTLE_TIMEOUT_SECONDS = 60.0
+
+
+class DeliveryFailed(RuntimeError):
+    """A record an input caused was not acknowledged: its input must not be committed."""
+
+
+class DeliveryGuard(Sensor):
+    """Counts failed sends and stage crashes between commits; settles before a commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures: list[str] = []
+        self.poisoned: str | None = None
+        self.settled = 0
+
+    def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
+        self.failures.append(f"{type(exc).__name__}: {exc}"[:300])
+        log.error("a send failed (%s): its input will not be committed", self.failures[-1])
+
+    def poison(self, stage: str, exc: BaseException) -> None:
+        """A stage raised: nothing it gathered may be committed."""
+        self.poisoned = f"{stage}: {type(exc).__name__}: {exc}"[:300]
+        log.error("stage %s failed; inputs since the last commit will be read again",
+                  self.poisoned)
+
+    async def settle(self, producer: Any, timeout: float = SETTLE_TIMEOUT_SECONDS) -> None:
+        """Wait until everything sent so far is acknowledged; raise if a send failed or a
+        stage raised (then the offsets must not be committed)."""
+        deadline = time.monotonic() + timeout
+        buffer = getattr(producer, "buffer", None)
+        while buffer is not None and buffer.size:
+            if time.monotonic() > deadline:
+                raise DeliveryFailed(f"{buffer.size} records still queued after {timeout:.0f}s")
+            await asyncio.sleep(0.005)
+        inner = getattr(producer, "_producer", None)
+        if inner is not None:
+            await asyncio.wait_for(inner.flush(), max(0.1, deadline - time.monotonic()))
+        if self.poisoned:
+            raise DeliveryFailed(f"not committing after a stage failed: {self.poisoned}")
+        if self.failures:
+            raise DeliveryFailed(f"not committing: {len(self.failures)} sends failed, first: "
+                                 f"{self.failures[0]}")
+        self.settled += 1
