@@ -11,8 +11,9 @@ Two kinds of repeat reach a table, and each has its own cheap proof:
   redelivery, a CDC snapshot was redone with new timestamps, a re-score after a model swap):
   recognised by sample id. The ids counted within the dedupe horizon (``dedupe_seconds`` of
   event time, at most ``dedupe_max_ids`` per device) live in *chunk records* of the same
-  table, ``<device>\\x1f<n>``, each at most ``CHUNK_IDS`` 64-bit hashes, appended to one
-  batch segment at a time and dropped (tombstoned) whole when they fall out of the horizon.
+  table, ``<device>\\x1f<n>``, each at most ``CHUNK_IDS`` 64-bit hashes, dropped
+  (tombstoned) whole when they fall out of the horizon. The newest few hundred ids wait in
+  the device record itself, so most batches cost one changelog record, not two.
   In memory, a set per device answers lookups; it is rebuilt from the chunks after recovery.
 
 Chunk records are written before the device record, to the same changelog partition (Faust
@@ -35,6 +36,8 @@ from edgewise.app.core.records import Origin
 
 #: Ids per chunk record: 8 KB of hashes, about 11 KB as base64.
 CHUNK_IDS = 1024
+#: Ids a device record holds before they move to a chunk: most batches write one record.
+PENDING_IDS = 256
 SEP = "\x1f"
 
 
@@ -56,8 +59,9 @@ def is_chunk_key(key: str) -> bool:
 
 
 def new_ids_state() -> dict[str, Any]:
-    """The part of a device record that tracks ids: chunk range and source watermarks."""
-    return {"first": 0, "last": 0, "watermark": {}}
+    """The part of a device record that tracks ids: chunk range, source watermarks, and the
+    newest ids not yet moved to a chunk."""
+    return {"first": 0, "last": 0, "watermark": {}, "pending": []}
 
 
 def is_replay(ids_state: dict[str, Any], origin: Origin | None) -> bool:
@@ -100,6 +104,8 @@ class SeenIds:
                 table[chunk_key(device, number)] = chunk
             for segment in kept:
                 found.update(_segment_hashes(segment).tolist())
+        for segment in ids_state.get("pending", []):
+            found.update(_segment_hashes(segment).tolist())
         self.sets[device] = found
         self.synced[device] = _sync_mark(ids_state)
         return found
@@ -118,40 +124,64 @@ class SeenIds:
         self, table: MutableMapping[str, Any], device: str, ids_state: dict[str, Any],
         known: set[int], hashes: np.ndarray, origin: Origin | None, newest: float,
     ) -> None:
-        """Write the newly counted ``hashes`` to the device's current chunk (a new one when it
-        is full), drop chunks past the horizon or the count bound, and move the watermark.
-        Call before writing the device record itself."""
+        """Note the newly counted ``hashes`` and move the watermark; call before writing the
+        device record itself.
+
+        A batch's ids first wait in the device record (``pending``, written with the counts
+        in one changelog record); past ``PENDING_IDS`` they move to the current chunk (a new
+        one when it is full), and chunks past the horizon or the count bound are dropped.
+        """
         if len(hashes):
             partition, offset = (origin.partition, origin.offset) if origin else (-1, -1)
-            key = chunk_key(device, ids_state["last"])
-            chunk = table.get(key) or {"segments": [], "count": 0, "newest": newest}
-            if chunk["count"] + len(hashes) > CHUNK_IDS and chunk["count"]:
-                ids_state["last"] += 1
-                key = chunk_key(device, ids_state["last"])
-                chunk = {"segments": [], "count": 0, "newest": newest}
             segment = [partition, offset, int(len(hashes)),
                        base64.b64encode(hashes.astype(np.uint64).tobytes()).decode()]
-            table[key] = {"segments": [*chunk["segments"], segment],
-                          "count": chunk["count"] + len(hashes),
-                          "newest": max(chunk["newest"], newest)}
+            pending = ids_state.setdefault("pending", [])
+            pending.append(segment)
             known.update(hashes.tolist())
+            if sum(s[2] for s in pending) > PENDING_IDS:
+                self._flush(table, device, ids_state, newest)
         if origin is not None:
             ids_state["watermark"][str(origin.partition)] = origin.offset
         self._expire(table, device, ids_state, known, newest)
         self.synced[device] = _sync_mark(ids_state)
 
+    def _flush(self, table: MutableMapping[str, Any], device: str, ids_state: dict[str, Any],
+               newest: float) -> None:
+        """Move the pending segments to chunk records (skipping any a replay already put
+        there), written before the device record that no longer holds them."""
+        key = chunk_key(device, ids_state["last"])
+        chunk = table.get(key) or {"segments": [], "count": 0, "newest": newest}
+        there = {(s[0], s[1]) for s in chunk["segments"]}
+        for segment in ids_state.pop("pending"):
+            if (segment[0], segment[1]) in there:
+                continue
+            if chunk["count"] + segment[2] > CHUNK_IDS and chunk["count"]:
+                table[key] = chunk
+                ids_state["last"] += 1
+                key = chunk_key(device, ids_state["last"])
+                chunk = {"segments": [], "count": 0, "newest": newest}
+            chunk = {"segments": [*chunk["segments"], segment],
+                     "count": chunk["count"] + segment[2],
+                     "newest": max(chunk["newest"], newest)}
+        table[key] = chunk
+        ids_state["pending"] = []
+
     def _expire(self, table: MutableMapping[str, Any], device: str, ids_state: dict[str, Any],
                 known: set[int], newest: float) -> None:
-        while ids_state["first"] < ids_state["last"]:
+        while ids_state["first"] <= ids_state["last"]:
             key = chunk_key(device, ids_state["first"])
             chunk = table.get(key)
             too_many = ids_state["last"] - ids_state["first"] + 1 > self.max_chunks
+            if chunk is None and ids_state["first"] == ids_state["last"]:
+                break  # the current chunk, not written yet
             if chunk is not None and not too_many and chunk["newest"] >= newest - self.horizon:
                 break
             if chunk is not None:
                 for segment in chunk["segments"]:
                     known.difference_update(_segment_hashes(segment).tolist())
                 del table[key]
+            if ids_state["first"] == ids_state["last"]:  # the current one went stale too
+                ids_state["last"] += 1
             ids_state["first"] += 1
 
     def forget(self, device: str) -> None:

@@ -105,12 +105,15 @@ def empty_stats() -> dict[str, Any]:
             "labelled": 0, "correct": 0, "latency": {}}
 
 
-def _add_counts(into: dict[str, int], keys: list[Any], counts: list[int], bound: int) -> None:
-    for name, count in zip(keys, counts, strict=True):
-        name = str(name)
-        if name not in into and len(into) >= bound:
-            name = OTHER_LABELS
-        into[name] = into.get(name, 0) + count
+def _add_counts(into: dict[str, int], counts: dict[str, int], bound: int) -> None:
+    """Add counts by name; past ``bound`` names, new ones add up under ``other``."""
+    for name, count in counts.items():
+        if name in into:
+            into[name] += count
+        elif len(into) < bound:
+            into[name] = count
+        else:
+            into[OTHER_LABELS] = into.get(OTHER_LABELS, 0) + count
 
 
 def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray],
@@ -121,7 +124,8 @@ def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray],
         return
     stats["count"] += n
     values, counts = np.unique(rows["labels"], return_counts=True)
-    _add_counts(stats["labels"], values.tolist(), counts.tolist(), max_labels)
+    _add_counts(stats["labels"], dict(zip(map(str, values.tolist()), counts.tolist(),
+                                          strict=True)), max_labels)
     stats["conf_sum"] += float(rows["confidence"].sum())
     stats["conf_min"] = min(stats["conf_min"], float(rows["confidence"].min()))
     stats["low"] += int(rows["low"].sum())
@@ -129,14 +133,14 @@ def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray],
     stats["labelled"] += int(known.sum())
     stats["correct"] += int((rows["labels"][known] == rows["true_labels"][known]).sum())
     buckets, counts = np.unique(latency_buckets(rows["latency_ms"]), return_counts=True)
-    _add_counts(stats["latency"], buckets.tolist(), counts.tolist(), LATENCY_BUCKETS)
+    _add_counts(stats["latency"], dict(zip(map(str, buckets.tolist()), counts.tolist(),
+                                           strict=True)), LATENCY_BUCKETS)
 
 
 def merge_stats(into: dict[str, Any], stats: dict[str, Any], max_labels: int = 100) -> None:
     """Add one stats block to another."""
     into["count"] += stats["count"]
-    _add_counts(into["labels"], list(stats["labels"]), list(stats["labels"].values()),
-                max_labels)
+    _add_counts(into["labels"], stats["labels"], max_labels)
     into["conf_sum"] += stats["conf_sum"]
     into["conf_min"] = min(into["conf_min"], stats["conf_min"])
     for name in ("low", "labelled", "correct"):
@@ -144,7 +148,7 @@ def merge_stats(into: dict[str, Any], stats: dict[str, Any], max_labels: int = 1
     latency = stats["latency"]
     if isinstance(latency, list):
         latency = {str(i): n for i, n in enumerate(latency) if n}
-    _add_counts(into["latency"], list(latency), list(latency.values()), LATENCY_BUCKETS)
+    _add_counts(into["latency"], latency, LATENCY_BUCKETS)
 
 
 def summarize(stats: dict[str, Any]) -> dict[str, Any]:
@@ -174,15 +178,35 @@ def new_device_state() -> dict[str, Any]:
 def fold_stats(state: dict[str, Any], spec: WindowSpec, model_key: str,
                rows: dict[str, np.ndarray], fresh: np.ndarray) -> int:
     """Add the ``fresh`` rows of one batch to the windows of a device's state; returns how
-    many were counted (late ones are counted in ``late`` instead)."""
+    many were counted (late ones are counted in ``late`` instead).
+
+    Rows that fall in the same tumbling window and the same hopping windows (nearly always
+    all of a batch) are summed once, and that sum is added to each of their windows.
+    """
     ts = rows["timestamps"].astype(np.float64)
     horizon = late_horizon(state, spec)
     tumble = tumbling_starts(ts, spec.tumbling)
     keep = fresh & (tumble >= horizon)
     state["late"] += int((fresh & ~keep).sum())
-    _add_windows(state["tumbling"], tumble[:, None], keep, model_key, rows, spec)
-    _add_windows(state["hopping"], hopping_starts(ts, spec.hopping, spec.step), keep,
-                 model_key, rows, spec)
+    if not keep.any():
+        _expire(state, spec, horizon)
+        return 0
+    hops = hopping_starts(ts, spec.hopping, spec.step)
+    places = np.nan_to_num(np.column_stack([tumble, hops]), nan=-1.0)
+    groups, which = np.unique(places[keep], axis=0, return_inverse=True)
+    kept = {name: values[keep] for name, values in rows.items()}
+    for g, place in enumerate(groups):
+        picked = {name: values[which.ravel() == g] for name, values in kept.items()}
+        delta = empty_stats()
+        add_to_stats(delta, picked, spec.max_labels)
+        targets = [(state["tumbling"], place[0])]
+        targets += [(state["hopping"], start) for start in place[1:] if start != -1.0]
+        for windows, start in targets:
+            window = windows.setdefault(repr(float(start)),
+                                        {"total": empty_stats(), "models": {}})
+            merge_stats(window["total"], delta, spec.max_labels)
+            merge_stats(_model_stats(window["models"], model_key, spec), delta,
+                        spec.max_labels)
     _expire(state, spec, horizon)
     return int(keep.sum())
 
@@ -217,23 +241,6 @@ def fold_device_batch(
     bound_record(state, spec)
     table[device] = state
     return counted
-
-
-def _add_windows(
-    windows: dict[str, Any], starts: np.ndarray, keep: np.ndarray, model_key: str,
-    rows: dict[str, np.ndarray], spec: WindowSpec,
-) -> None:
-    for column in range(starts.shape[1]):
-        col = starts[:, column]
-        valid = keep & ~np.isnan(col)
-        for start in np.unique(col[valid]):
-            mask = valid & (col == start)
-            window = windows.setdefault(repr(float(start)),
-                                        {"total": empty_stats(), "models": {}})
-            picked = {name: values[mask] for name, values in rows.items()}
-            add_to_stats(window["total"], picked, spec.max_labels)
-            add_to_stats(_model_stats(window["models"], model_key, spec), picked,
-                         spec.max_labels)
 
 
 def _model_stats(models: dict[str, Any], model_key: str, spec: WindowSpec) -> dict[str, Any]:

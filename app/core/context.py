@@ -18,6 +18,7 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, max_record_bytes
 
 T = TypeVar("T")
+DECODE_CACHE_SIZE = 256
 
 
 @dataclass
@@ -32,6 +33,7 @@ class StageContext:
     simulate_total: int = 0
     model_holder: Any = None
     dead_letters: DeadLetterPath = field(init=False)
+    decoded_predictions: dict[int, tuple[bytes, PredictionBatch]] = field(default_factory=dict)
     boundary: Boundary = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,8 +98,20 @@ class StageContext:
             await self.dead_letter(stage, exc, value, source, key)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
-        """A prediction batch from the predictions topic, checked within every limit."""
-        return self.boundary.predictions(raw)
+        """A prediction batch from the predictions topic, checked within every limit.
+
+        route, aggregate and evaluate in one worker are handed the same message: it is
+        decoded and validated once (the stages only read the batch, never change it).
+        """
+        cache = self.decoded_predictions
+        hit = cache.get(id(raw))
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        batch = self.boundary.predictions(raw)
+        cache[id(raw)] = (raw, batch)
+        while len(cache) > DECODE_CACHE_SIZE:
+            del cache[next(iter(cache))]
+        return batch
 
     async def decoded(
         self, stream: AsyncIterable[bytes], stage: str, source: str,

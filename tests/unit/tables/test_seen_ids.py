@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgewise.app.core.records import Origin
-from edgewise.tables.seen_ids import CHUNK_IDS, SeenIds, id_hashes, is_chunk_key
+from edgewise.tables.seen_ids import (
+    CHUNK_IDS,
+    PENDING_IDS,
+    SeenIds,
+    id_hashes,
+    is_chunk_key,
+)
 from edgewise.tables.windows import WindowSpec, fold_device_batch
 
 T0 = 1_700_000_000.0
@@ -98,13 +104,21 @@ def test_a_chunk_written_before_a_crash_without_its_device_record_is_not_trusted
     table, seen = ChangelogTable(), SeenIds(600, 10_000)
     fold_device_batch(table, seen, "dev", SPEC, "m:1", ["a"], rows([1]), Origin(0, 1))
     committed = len(table.log)
-    fold_device_batch(table, seen, "dev", SPEC, "m:1", ["b", "c"], rows([2, 3]), Origin(0, 2))
+    many = [f"b{i}" for i in range(PENDING_IDS + 10)]  # enough to move the ids to a chunk
+    fold_device_batch(table, seen, "dev", SPEC, "m:1", many, rows([2] * len(many)),
+                      Origin(0, 2))
     chunk_only = committed + 1  # the chunk record is written first
     assert is_chunk_key(table.log[committed][0]) and table.log[chunk_only][0] == "dev"
     after = table.rebuilt(chunk_only)
-    counted = fold_device_batch(after, SeenIds(600, 10_000), "dev", SPEC, "m:1", ["b", "c"],
-                                rows([2, 3]), Origin(0, 2))
-    assert counted == 2 and total(after) == 3
+    counted = fold_device_batch(after, SeenIds(600, 10_000), "dev", SPEC, "m:1", many,
+                                rows([2] * len(many)), Origin(0, 2))
+    assert counted == len(many) and total(after) == len(many) + 1
+
+
+def test_a_small_batch_costs_one_changelog_record() -> None:
+    table, seen = ChangelogTable(), SeenIds(600, 10_000)
+    fold_device_batch(table, seen, "dev", SPEC, "m:1", ["a", "b"], rows([1, 2]), Origin(0, 1))
+    assert [key for key, _ in table.log] == ["dev"]
 
 
 def test_id_chunks_roll_over_and_expire_with_event_time() -> None:
@@ -117,7 +131,7 @@ def test_id_chunks_roll_over_and_expire_with_event_time() -> None:
     assert len(chunks) == 3
     fold_device_batch(table, seen, "dev", SPEC, "m:1", ["late-enough"], rows([40]),
                       Origin(0, 9))
-    assert len([k for k in table if is_chunk_key(k)]) == 1  # the old ones are tombstoned
+    assert not [k for k in table if is_chunk_key(k)]  # the old ones are tombstoned
     assert seen.sets["dev"] == {int(h) for h in id_hashes(["late-enough"])}
 
 
