@@ -15,6 +15,7 @@ from edgewise.app.core.context import StageContext
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
+from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
 from edgewise.tables.seen_ids import SeenIds
 from edgewise.tables.windows import WindowSpec, fold_device_batch
 
@@ -42,15 +43,21 @@ def register(ctx: StageContext) -> None:
     table = device_windows.define(ctx)
     spec = device_windows.window_spec(ctx)
     seen = SeenIds(settings.dedupe_seconds, settings.dedupe_max_ids)
+    roster = DeviceRoster(settings.device_max_age_seconds, settings.device_max_count)
     source = ctx.names.predictions
 
     @ctx.agent(ctx.topic(source), name="edgewise.aggregate", stage=STAGE)
     async def aggregate(stream: Any) -> None:
-        async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
-                                                      ctx.decode_predictions):
+        async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
                                             settings.min_margin, origin)
+            state = table.get(batch.device)
+            if state is not None and "written" in state:
+                evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device,
+                                     state["written"])
             if counted:
                 ctx.metrics.observe_latencies((time.time() - batch.timestamps) * 1000.0,
                                               ctx.metrics.window_latency)
             ctx.count(STAGE, samples=counted)
+
+        await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

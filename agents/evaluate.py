@@ -14,6 +14,7 @@ from typing import Any
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.tables import evaluation
+from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
 from edgewise.tables.evaluation import EvaluationSpec, fold_device_evaluation
 from edgewise.tables.seen_ids import SeenIds
 
@@ -33,11 +34,18 @@ def register(ctx: StageContext) -> None:
     """Attach the evaluation table, its view and the evaluate agent to the app."""
     table = evaluation.define(ctx)
     spec = evaluation.evaluation_spec(ctx)
-    seen = SeenIds(ctx.settings.dedupe_seconds, ctx.settings.dedupe_max_ids)
+    settings = ctx.settings
+    seen = SeenIds(settings.dedupe_seconds, settings.dedupe_max_ids)
+    roster = DeviceRoster(settings.device_max_age_seconds, settings.device_max_count)
     source = ctx.names.predictions
 
     @ctx.agent(ctx.topic(source), name="edgewise.evaluate", stage=STAGE)
     async def evaluate(stream: Any) -> None:
-        async for batch, origin, _ in ctx.decoded_events(stream, STAGE, source,
-                                                      ctx.decode_predictions):
+        async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin))
+            state = table.get(batch.device)
+            if state is not None and "written" in state:
+                evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device,
+                                     state["written"])
+
+        await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
+from edgewise.app.core.records import Origin
 from edgewise.tables import review_queue
 
 STAGE = "review"
@@ -24,11 +25,12 @@ def register(ctx: StageContext) -> None:
 
     @ctx.agent(ctx.topic(source), name="edgewise.review", stage=STAGE)
     async def review(stream: Any) -> None:
-        async for item, origin, raw in ctx.decoded_events(stream, STAGE, source,
-                                                          ctx.boundary.review_item):
+        async def handle(item: dict[str, Any], origin: Origin, raw: bytes) -> None:
             try:
                 queue.keep(item, origin.partition)
             except BadInput as exc:
                 await ctx.dead_letter(STAGE, exc, raw, source)
-                continue
+                return
             ctx.count(STAGE, samples=1)
+
+        await ctx.each(stream, STAGE, source, ctx.boundary.review_item, handle)

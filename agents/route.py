@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import PredictionBatch, ReviewItem, top_k_pairs
+from edgewise.app.core.records import Origin, PredictionBatch, ReviewItem, top_k_pairs
 from edgewise.models.review_rule import review_reasons, route_low_confidence
 
 STAGE = "route"
@@ -45,10 +45,12 @@ def register(ctx: StageContext) -> None:
 
     @ctx.agent(ctx.topic(source), name="edgewise.route", stage=STAGE)
     async def route(stream: Any) -> None:
-        async for batch in ctx.decoded(stream, STAGE, source, ctx.decode_predictions):
+        async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             items = review_items(batch, settings.low_confidence, settings.min_margin)
             for item in items:
                 await ctx.send(STAGE, ctx.names.review, item.id.encode(),
                                item.dumps(serializer="json"), source)
             ctx.metrics.record_routed(len(batch), len(items))
             ctx.count(STAGE, events_out=len(items), samples=len(batch))
+
+        await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

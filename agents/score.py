@@ -36,10 +36,10 @@ def register(ctx: StageContext) -> None:
         async for values in stream.take(settings.score_take, within=settings.score_take_within):
             batches = []
             for raw in values:
-                try:
-                    batches.append(ctx.boundary.samples(raw))
-                except Exception as exc:  # bad input, or a decoder bug: never the stage
-                    await ctx.dead_letter(STAGE, exc, raw, source)
+                ok, batch = await ctx.decode_or_dead_letter(STAGE, raw, source,
+                                                            ctx.boundary.samples)
+                if ok:
+                    batches.append(batch)
             ctx.count(STAGE, events_in=len(values))
             if batches:
                 await score_and_send(ctx, holder, batches)
@@ -68,14 +68,15 @@ async def score_and_send(
     assert holder.meta is not None
     try:
         results = predict_batches(holder.model, holder.meta, batches, ctx.settings.top_k)
-    except ValueError:
+    except Exception:
         # one batch the model cannot take (say a kind it was not trained on): find it
         results = []
         for batch in batches:
             try:
                 results += predict_batches(holder.model, holder.meta, [batch], ctx.settings.top_k)
-            except ValueError as exc:
-                await ctx.dead_letter(STAGE, BadInput("model_rejected", str(exc)),
+            except Exception as exc:  # the model refused it, or failed on it: this batch only
+                await ctx.dead_letter(STAGE, BadInput("model_rejected",
+                                                      f"{type(exc).__name__}: {exc}"),
                                       encode_sample_batch(batch), ctx.names.samples)
     totals = ctx.metrics.totals
     for result in results:

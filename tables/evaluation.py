@@ -42,8 +42,11 @@ import orjson
 from edgewise.app.core.context import StageContext, json_schema
 from edgewise.app.core.records import Origin
 from edgewise.tables.seen_ids import SeenIds, id_hashes, is_chunk_key, is_replay, new_ids_state
+from edgewise.tables.windows import stamp
 
 TABLE = "evaluation"
+#: The record layout: a record of another (older) layout is started over, not misread.
+LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,8 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_evaluation_state() -> dict[str, Any]:
-    return {"models": {}, "ids": new_ids_state(), "newest": 0.0, "replayed": 0, "late": 0,
-            "evicted_models": 0}
+    return {"layout": LAYOUT, "models": {}, "ids": new_ids_state(), "newest": 0.0,
+            "replayed": 0, "late": 0, "evicted_models": 0}
 
 
 def fold_device_evaluation(
@@ -111,7 +114,9 @@ def fold_device_evaluation(
     known = np.asarray(true_labels) >= 0
     if not known.any():
         return 0
-    state = table.get(device) or new_evaluation_state()
+    state = table.get(device)
+    if not state or state.get("layout") != LAYOUT:
+        state = new_evaluation_state()  # none yet, or an older edgewise's: start over
     if is_replay(state["ids"], origin):
         state["replayed"] += int(known.sum())
         return 0
@@ -141,6 +146,7 @@ def fold_device_evaluation(
     for other in state["models"].values():
         other["windows"] = {k: v for k, v in other["windows"].items() if float(k) >= horizon}
     seen.record(table, device, state["ids"], ids_known, hashes[fresh], origin, scored_at)
+    stamp(state, origin)
     _bound(state, spec)
     table[device] = state
     return int(len(rows))

@@ -184,6 +184,17 @@ class SeenIds:
                 ids_state["last"] += 1
             ids_state["first"] += 1
 
+    def drop(self, table: MutableMapping[str, Any], device: str) -> None:
+        """Delete a device's record and its id chunks (tombstones), and forget its set."""
+        record = table.get(device)
+        if isinstance(record, dict) and "ids" in record:
+            for number in range(record["ids"]["first"], record["ids"]["last"] + 2):
+                if chunk_key(device, number) in table:
+                    del table[chunk_key(device, number)]
+        if device in table:
+            del table[device]
+        self.forget(device)
+
     def forget(self, device: str) -> None:
         """Drop a device's set from memory (it is rebuilt from the chunks when needed)."""
         self.sets.pop(device, None)

@@ -25,6 +25,7 @@ samples older than the oldest kept tumbling window are counted in ``late`` and d
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,8 @@ LATENCY_BUCKETS = 80
 LATENCY_BASE_MS = 0.1
 LATENCY_FACTOR = 2 ** 0.25  # each bucket 19% wider than the last: 0.1 ms .. ~100 s
 OTHER_MODELS = "(other)"
+#: The record layout: a record of another (older) layout is started over, not misread.
+LAYOUT = 2
 OTHER_LABELS = "other"
 
 
@@ -171,8 +174,8 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_device_state() -> dict[str, Any]:
-    return {"tumbling": {}, "hopping": {}, "ids": new_ids_state(), "newest": 0.0, "late": 0,
-            "replayed": 0, "evicted_windows": 0}
+    return {"layout": LAYOUT, "tumbling": {}, "hopping": {}, "ids": new_ids_state(),
+            "newest": 0.0, "late": 0, "replayed": 0, "evicted_windows": 0}
 
 
 def fold_stats(state: dict[str, Any], spec: WindowSpec, model_key: str,
@@ -225,7 +228,9 @@ def fold_device_batch(
     counted. Work is proportional to the batch: a replayed input is recognised by its
     offset, a repeated sample by its id, and only the batch's windows and ids are touched.
     """
-    state = table.get(device) or new_device_state()
+    state = table.get(device)
+    if not state or state.get("layout") != LAYOUT:
+        state = new_device_state()  # none yet, or written by an older edgewise: start over
     ts = rows["timestamps"].astype(np.float64)
     if is_replay(state["ids"], origin):
         state["replayed"] += len(ts)  # shown by the views; not worth a changelog record
@@ -238,9 +243,17 @@ def fold_device_batch(
     state["replayed"] += int((~fresh).sum())
     counted = fold_stats(state, spec, model_key, rows, fresh) if len(ts) else 0
     seen.record(table, device, state["ids"], known, hashes[fresh], origin, state["newest"])
+    stamp(state, origin)
     bound_record(state, spec)
     table[device] = state
     return counted
+
+
+def stamp(state: dict[str, Any], origin: Origin | None) -> None:
+    """Where and when (by the hub's clock) a record was last written, for its eviction."""
+    state["written"] = time.time()
+    if origin is not None:
+        state["partition"] = origin.partition
 
 
 def _model_stats(models: dict[str, Any], model_key: str, spec: WindowSpec) -> dict[str, Any]:

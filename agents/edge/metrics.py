@@ -11,6 +11,7 @@ from typing import Any
 
 from edgewise.app.adapters.mqtt_payloads import parse_metrics_payload
 from edgewise.app.core.context import StageContext
+from edgewise.app.core.records import Origin
 from edgewise.tables import site_metrics
 
 STAGE = "edge_metrics"
@@ -28,10 +29,12 @@ def register(ctx: StageContext) -> None:
 
     @ctx.agent(ctx.topic(source), name="edgewise.edge_metrics", stage=STAGE)
     async def edge_metrics(stream: Any) -> None:
-        async for metrics in ctx.decoded(stream, STAGE, source, decode):
+        async def handle(metrics: dict[str, Any], origin: Origin, raw: bytes) -> None:
             state, kept = site_metrics.merge_edge_window(
                 table.get(metrics["site"]), metrics, settings.windows_kept,
                 max_devices=settings.site_max_devices,
                 max_device_age=settings.site_device_max_age_seconds)
             table[metrics["site"]] = state
             ctx.count(STAGE, samples=metrics["count"] if kept else 0)
+
+        await ctx.each(stream, STAGE, source, decode, handle)

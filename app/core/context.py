@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 
 from edgewise.app.core.boundary import Boundary
 from edgewise.app.core.dead_letters import DeadLetterPath, is_rejection
+from edgewise.app.core.deliveries import DeliveryFailed
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.records import Origin, PredictionBatch
@@ -19,6 +22,8 @@ from edgewise.app.core.topics import TopicNames, max_record_bytes
 
 T = TypeVar("T")
 DECODE_CACHE_SIZE = 256
+#: Errors of the broker or the producer, not of a message: never dead-letter the input.
+DELIVERY_ERRORS = (KafkaError, ProducerSendError, DeliveryFailed)
 
 
 @dataclass
@@ -93,9 +98,10 @@ class StageContext:
         try:
             await self.topic(topic).send(key=key, value=value)
         except Exception as exc:
-            if not is_rejection(exc):
+            cause = exc.__cause__ or exc  # Faust wraps the producer's error
+            if not (is_rejection(exc) or is_rejection(cause)):
                 raise
-            await self.dead_letter(stage, exc, value, source, key)
+            await self.dead_letter(stage, cause, value, source, key)
 
     def decode_predictions(self, raw: bytes) -> PredictionBatch:
         """A prediction batch from the predictions topic, checked within every limit.
@@ -113,39 +119,44 @@ class StageContext:
             del cache[next(iter(cache))]
         return batch
 
-    async def decoded(
-        self, stream: AsyncIterable[bytes], stage: str, source: str,
-        decode: Callable[[bytes], T],
-    ) -> AsyncIterator[T]:
-        """The stream's messages decoded; what does not decode is dead-lettered, not raised.
+    async def decode_or_dead_letter(
+        self, stage: str, raw: bytes, source: str, decode: Callable[[bytes], T],
+    ) -> tuple[bool, T | None]:
+        """``(True, value)``, or ``(False, None)`` with ``raw`` dead-lettered: any exception
+        from ``decode`` counts as bad input (reason: its type name), so a decoder bug costs
+        one message, never the stage."""
+        try:
+            return True, decode(raw)
+        except Exception as exc:
+            await self.dead_letter(stage, exc, raw, source)
+            return False, None
 
-        Any exception from ``decode`` counts as bad input (reason: its type name), so a
-        decoder bug costs one message, never the stage.
-        """
-        async for raw in stream:
-            self.count(stage, events_in=1)
-            try:
-                value = decode(raw)
-            except Exception as exc:
-                await self.dead_letter(stage, exc, raw, source)
-                continue
-            yield value
-
-    async def decoded_events(
+    async def each(
         self, stream: Any, stage: str, source: str, decode: Callable[[bytes], T],
-    ) -> AsyncIterator[tuple[T, Origin, bytes]]:
-        """Like :meth:`decoded`, with where each message came from (partition, offset) and its
-        bytes: the tables that count samples keep the last offset folded, to recognise
-        replays, and a stage that rejects a decoded value later dead-letters the original."""
+        handle: Callable[[T, Origin, bytes], Awaitable[None]],
+    ) -> None:
+        """The one loop of a stage: every message decoded (or dead-lettered) and handed to
+        ``handle(value, origin, raw)`` with where it came from (partition, offset: the tables
+        that count samples keep the last offset folded, to recognise replays).
+
+        An exception from ``handle`` costs that message (dead-lettered, ``stage_error``),
+        never the stage, except a failed delivery: then the input must be read again, so it
+        stops the stage and the delivery guard keeps it from being committed.
+        """
         async for event in stream.events():
             raw = event.value
             self.count(stage, events_in=1)
-            try:
-                value = decode(raw)
-            except Exception as exc:
-                await self.dead_letter(stage, exc, raw, source)
+            ok, value = await self.decode_or_dead_letter(stage, raw, source, decode)
+            if not ok:
                 continue
-            yield value, Origin(event.message.partition, event.message.offset), raw
+            try:
+                await handle(value, Origin(event.message.partition, event.message.offset),
+                             raw)  # type: ignore[arg-type]
+            except DELIVERY_ERRORS:
+                raise
+            except Exception as exc:
+                await self.dead_letter(stage, BadInput(
+                    "stage_error", f"{type(exc).__name__}: {exc}"), raw, source)
 
     def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
         m = self.metrics

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
         64 * 1024, ge=16 * 1024, le=1_000_000,
         description="bound of a window/evaluation record; oldest windows evicted beyond it",
     )
+    device_max_age_seconds: float = Field(
+        7 * 86400.0, gt=0, description="a device silent this long leaves the window tables"
+    )
+    device_max_count: int = Field(
+        10_000, ge=1, description="devices kept per partition in the window tables (LRU)"
+    )
     dedupe_seconds: float = Field(
         600.0, gt=0, description="event time for which a repeated sample id is recognised"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import faust
@@ -55,7 +56,8 @@ def create_app(
     app_id = app_id_for(settings, stages)
     if settings.embedded:
         raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
-    url = settings.broker.replace("kafka://", "edgewise://", 1)
+    # always edgewise's transport: its consumer is what commits only after acknowledgements
+    url = re.sub(r"^(aiokafka|kafka|edgewise)://", "edgewise://", settings.broker)
     data_dir = Path(settings.data_dir) / app_id
     data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -65,7 +67,6 @@ def create_app(
         web_port=web_port if web_port is not None else settings.web_port,
         datadir=str(data_dir), autodiscover=False, web_in_thread=False,
         consumer_auto_offset_reset="earliest", Table=StringKeyedTable,
-        stream_wait_empty=False,  # a stop must not wait for buffered input (runner)
         **broker_profile.faust_options(settings),
     )
     app.edgewise_fetch_wait_ms = broker_profile.fetch_wait_ms(settings)  # read by app.transport

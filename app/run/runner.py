@@ -67,7 +67,8 @@ class BoundedShutdownWorker(faust.Worker):
     """A Faust worker that is gone within ``shutdown_seconds`` of SIGTERM or Ctrl-C.
 
     Faust drains its agents' buffers before it stops, and under load that can take minutes
-    (or hang in ``wait_empty``). The app is made with ``stream_wait_empty=False`` so a stop
+    (or hang in ``wait_empty``). On a stop signal the app's ``stream_wait_empty`` is turned
+    off (a rebalance keeps waiting, so no agent writes for a partition it lost), so a stop
     does not wait for buffered input, and a watchdog ends the process if the stop still
     overruns: nothing is lost, since an input is only committed once its outputs were
     acknowledged, and whatever was not committed is simply read again.
@@ -76,6 +77,10 @@ class BoundedShutdownWorker(faust.Worker):
     shutdown_seconds: float = 8.0
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        for app in self.services:  # a stop no longer waits for buffered input to drain;
+            conf = getattr(app, "conf", None)  # a rebalance still does (stale writes)
+            if conf is not None:
+                conf.stream_wait_empty = False
         start_shutdown_watchdog(self.shutdown_seconds)
         super()._schedule_shutdown(signal)
 

@@ -9,10 +9,13 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.deliveries import DeliveryFailed, DeliveryGuard
 from edgewise.app.core.frames import BadInput
+from edgewise.app.core.records import Origin
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, max_record_bytes
 
@@ -22,34 +25,36 @@ class Buffer:
         self.size = size
 
 
-class Inner:
-    def __init__(self) -> None:
-        self.flushed = 0
-
-    async def flush(self) -> None:
-        self.flushed += 1
-
-
 class Producer:
-    """What the guard reads of Faust's producer: its buffer and the aiokafka producer."""
+    """What the guard reads of Faust's producer: its buffer of records not yet handed on."""
 
     def __init__(self, queued: int) -> None:
         self.buffer = Buffer(queued)
-        self._producer = Inner()
 
 
-async def drain_later(producer: Producer) -> None:
+async def send_later(guard: DeliveryGuard, producer: Producer, in_flight: int) -> None:
+    """Records in flight get acknowledged, buffered ones are handed on and acknowledged,
+    while new records keep arriving (a busy producer)."""
+    for _ in range(in_flight):
+        await asyncio.sleep(0.005)
+        guard.on_send_completed(None, None, None)
     while producer.buffer.size:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.005)
         producer.buffer.size -= 1
+        guard.on_send_initiated(None, "t", None, 0, 0)
+        guard.on_send_completed(None, None, None)
+    for _ in range(20):  # sent after the commit began: not waited for
+        guard.on_send_initiated(None, "t", None, 0, 0)
 
 
-async def test_settle_waits_until_the_buffer_is_empty_and_flushes() -> None:
+async def test_settle_waits_for_what_was_sent_before_it_not_after() -> None:
     guard, producer = DeliveryGuard(), Producer(queued=5)
-    draining = asyncio.create_task(drain_later(producer))
-    await guard.settle(producer)
-    await draining
-    assert producer.buffer.size == 0 and producer._producer.flushed == 1 and guard.settled == 1
+    for _ in range(3):
+        guard.on_send_initiated(None, "t", None, 0, 0)
+    sending = asyncio.create_task(send_later(guard, producer, in_flight=3))
+    await guard.settle(producer, timeout=5)
+    assert guard.finished >= 8 and guard.settled == 1
+    await sending
 
 
 async def test_a_failed_send_refuses_the_commit() -> None:
@@ -59,8 +64,8 @@ async def test_a_failed_send_refuses_the_commit() -> None:
         await guard.settle(Producer(queued=0))
 
 
-async def test_records_still_queued_at_the_deadline_refuse_the_commit() -> None:
-    with pytest.raises(DeliveryFailed, match="still queued"):
+async def test_records_not_acknowledged_by_the_deadline_refuse_the_commit() -> None:
+    with pytest.raises(DeliveryFailed, match="not acknowledged"):
         await DeliveryGuard().settle(Producer(queued=3), timeout=0.05)
 
 
@@ -99,3 +104,75 @@ async def test_an_output_over_the_record_limit_is_dead_lettered_not_sent() -> No
     [(stage, error, original)] = letters
     assert stage == "score" and isinstance(error, BadInput)
     assert error.reason == "output_too_large" and original == huge
+
+
+async def test_a_record_the_producer_refuses_for_good_is_dead_lettered() -> None:
+    """Faust wraps the producer's error in ProducerSendError; its cause decides."""
+    ctx = stage_context()
+    letters: list[Any] = []
+
+    async def dead_letter(stage: str, error: Any, original: bytes | None, source: str,
+                          key: bytes | None = None) -> None:
+        letters.append(error)
+
+    class Refusing:
+        async def send(self, key: bytes, value: bytes) -> None:
+            try:
+                raise MessageSizeTooLargeError("too large for the producer")
+            except MessageSizeTooLargeError as exc:
+                raise ProducerSendError("Error while sending") from exc
+
+    ctx.dead_letter = dead_letter  # type: ignore[method-assign]
+    ctx.topics["t-review"] = Refusing()  # type: ignore[assignment]
+    await ctx.send("route", "t-review", b"id", b"item", "t-predictions")
+    assert [type(e) for e in letters] == [MessageSizeTooLargeError]
+
+
+class Message:
+    def __init__(self, offset: int) -> None:
+        self.partition, self.offset = 0, offset
+
+
+class Event:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.value, self.message = value, Message(offset)
+
+
+class Stream:
+    def __init__(self, values: list[bytes]) -> None:
+        self.values = values
+
+    async def events(self) -> Any:
+        for offset, value in enumerate(self.values):
+            yield Event(value, offset)
+
+
+async def test_a_message_that_makes_the_stage_fail_costs_that_message_only() -> None:
+    ctx = stage_context()
+    letters: list[tuple[Any, bytes]] = []
+    handled: list[tuple[bytes, int]] = []
+
+    async def dead_letter(stage: str, error: Any, original: bytes | None, source: str,
+                          key: bytes | None = None) -> None:
+        letters.append((error, original or b""))
+
+    async def handle(value: bytes, origin: Origin, raw: bytes) -> None:
+        if value == b"boom":
+            raise KeyError("a bug the message set off")
+        handled.append((value, origin.offset))
+
+    ctx.dead_letter = dead_letter  # type: ignore[method-assign]
+    await ctx.each(Stream([b"a", b"boom", b"b"]), "route", "t-in", lambda raw: raw, handle)
+    assert handled == [(b"a", 0), (b"b", 2)]
+    [(error, original)] = letters
+    assert error.reason == "stage_error" and original == b"boom"
+
+
+async def test_a_failed_delivery_stops_the_stage_instead() -> None:
+    ctx = stage_context()
+
+    async def handle(value: bytes, origin: Origin, raw: bytes) -> None:
+        raise KafkaConnectionError("broker gone")
+
+    with pytest.raises(KafkaConnectionError):
+        await ctx.each(Stream([b"a"]), "route", "t-in", lambda raw: raw, handle)
