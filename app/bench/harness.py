@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core import broker_profile
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.wire import decode_prediction_batch
+from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
 from edgewise.app.services.embedded_broker import wait_until_listening
 from edgewise.app.services.processes import free_port
 
@@ -87,3 +89,30 @@ def start_score_worker(settings: Settings, broker: str, prefix: str, models: Pat
     """An ``edgewise worker --stage score`` process for a bench, on its own topics."""
     return start_stage_worker(settings, broker, prefix, models, model_name, log, ["score"],
                               extra_env=extra_env)
+
+
+async def send_paced(bootstrap: str, settings: Settings, topic: str, rate: float,
+                     seconds: float, batch_size: int, devices: int, seed: int) -> int:
+    """Simulator batches sent at ``rate`` samples/s for ``seconds``, each sample stamped with
+    its capture time (spread over the batch's interval, as an edge that gathers them would);
+    returns how many were sent, all acknowledged."""
+    sim = DigitSimulator(devices=devices, batch_size=batch_size, hard_share=0.2, seed=seed)
+    producer = tuned_producer(bootstrap, settings)
+    await producer.start()
+    interval = batch_size / rate
+    sent, start = 0, time.monotonic()
+    try:
+        while time.monotonic() - start < seconds:
+            now = time.time()
+            batch = sim.next_batch(now=now)
+            batch.timestamps[:] = now - interval + interval * (
+                np.arange(len(batch)) + 1) / len(batch)
+            await producer.send(topic, encode_sample_batch(batch), key=batch.device.encode())
+            sent += len(batch)
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.bench.harness import collect_predictions, start_score_worker, tuned_producer
+from edgewise.app.bench.harness import collect_predictions, send_paced, start_score_worker
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
-from edgewise.app.core.wire import encode_sample_batch
 from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.app.services.processes import stop_process
 from edgewise.models.digits import train_digits
@@ -30,30 +28,6 @@ EDGE_BATCH = 10
 WARMUP_SECONDS = 1.0
 SETTLE_SECONDS = 5.0
 FAUST_DEFAULT_WAIT_MS = 1500
-
-
-async def _send_at_rate(bootstrap: str, settings: Settings, topic: str, rate: float,
-                        seconds: float) -> int:
-    sim = DigitSimulator(devices=4, batch_size=EDGE_BATCH, hard_share=0.2, seed=6)
-    producer = tuned_producer(bootstrap, settings)
-    await producer.start()
-    interval = EDGE_BATCH / rate
-    sent, start = 0, time.monotonic()
-    try:
-        while time.monotonic() - start < seconds:
-            now = time.time()
-            batch = sim.next_batch(now=now)
-            spread = now - interval + interval * (np.arange(EDGE_BATCH) + 1) / EDGE_BATCH
-            batch.timestamps[:] = spread
-            await producer.send(topic, encode_sample_batch(batch), key=batch.device.encode())
-            sent += len(batch)
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
 
 
 def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Path,
@@ -71,7 +45,8 @@ def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Pat
             collect = asyncio.create_task(collect_predictions(
                 broker.bootstrap, names.predictions, int(rate * seconds) - EDGE_BATCH,
                 seconds + 30))
-            sent = await _send_at_rate(broker.bootstrap, settings, names.samples, rate, seconds)
+            sent = await send_paced(broker.bootstrap, settings, names.samples, rate, seconds,
+                                    EDGE_BATCH, devices=4, seed=6)
             return sent, await collect
 
         sent, found = asyncio.run(both())

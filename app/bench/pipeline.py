@@ -26,7 +26,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.bench.harness import fill_topic, start_stage_worker, tuned_producer
+from edgewise.app.bench.harness import fill_topic, send_paced, start_stage_worker
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topic_reader import read_to_end
 from edgewise.app.core.topics import (
@@ -176,26 +176,6 @@ def measure_peer(settings: Settings, broker_url: str, bootstrap: str, models: Pa
         stop_process(proc, 20)
 
 
-async def send_at_rate(settings: Settings, bootstrap: str, topic: str, rate: float,
-                       seconds: float, batch: int) -> int:
-    sim = DigitSimulator(devices=DEVICES, batch_size=batch, hard_share=0.2, seed=13)
-    producer = tuned_producer(bootstrap, settings)
-    await producer.start()
-    sent, start = 0, time.monotonic()
-    try:
-        while time.monotonic() - start < seconds:
-            one = sim.next_batch(now=time.time())
-            await producer.send(topic, encode_sample_batch(one), key=one.device.encode())
-            sent += len(one)
-            delay = start + sent / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await producer.flush()
-    finally:
-        await producer.stop()
-    return sent
-
-
 def measure_latency(settings: Settings, broker_url: str, bootstrap: str, models: Path,
                     work: Path, rate: float) -> dict[str, Any]:
     batch = 10 if rate <= 1_000 else 32
@@ -205,8 +185,8 @@ def measure_latency(settings: Settings, broker_url: str, bootstrap: str, models:
                                          [app_id]))
     with worker(settings, broker_url, prefix, models, PIPELINE, work / f"{prefix}.log") as port:
         time.sleep(8.0)  # the group forms and the partitions are assigned first
-        sent = asyncio.run(send_at_rate(settings, bootstrap, TopicNames(prefix).samples, rate,
-                                        LATENCY_SECONDS, batch))
+        sent = asyncio.run(send_paced(bootstrap, settings, TopicNames(prefix).samples, rate,
+                                      LATENCY_SECONDS, batch, DEVICES, seed=13))
         drain(port, ["aggregate"], sent, timeout=120)
         buckets = scrape(port)["buckets"]
     biggest = asyncio.run(largest_record(bootstrap, app_id))
