@@ -77,7 +77,7 @@ def test_the_producer_refuses_over_the_limit_and_takes_the_largest_dead_letter(
     embedded_broker: EmbeddedBroker, unique_prefix: str
 ) -> None:
     settings = load_settings(broker=embedded_broker.url, topic_prefix=unique_prefix,
-                             max_message_bytes=LIMIT)
+                             max_message_bytes=LIMIT, broker_profile="embedded")
     names = TopicNames(unique_prefix)
     create_topics(embedded_broker.bootstrap, topic_specs(settings))
 
