@@ -212,3 +212,11 @@ def test_any_interleaving_of_replays_repeats_and_crashes_counts_distinct_samples
     state = table.get("dev")
     if state is not None:  # every sample in its hopping windows too: 3 of them each
         assert sum(w["total"]["count"] for w in state["hopping"].values()) == 3 * len(distinct)
+
+
+def test_a_record_of_an_older_layout_starts_over_instead_of_failing() -> None:
+    """Window records written before ids were tracked have no ``ids``: they are replaced."""
+    table = ChangelogTable({"dev": {"tumbling": {}, "hopping": {}, "seen": {}, "newest": 5.0}})
+    counted = fold_device_batch(table, SeenIds(600, 10_000), "dev", SPEC, "m:1", ["a"],
+                                rows([1]), Origin(0, 1))
+    assert counted == 1 and table["dev"]["layout"] == 2 and total(table) == 1
