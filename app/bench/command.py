@@ -1,4 +1,4 @@
-"""``edgewise bench score|latency|cdc|pipeline``: each benchmark prints its figures side by side."""
+"""``edgewise bench score|latency|cdc|pipeline|eos``: each prints its figures side by side."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def bench_command(settings: Settings, what: str, args: argparse.Namespace) -> in
         from edgewise.app.bench.pipeline import bench_pipeline, print_pipeline
 
         print_pipeline(bench_pipeline(settings, args.samples))
+        return 0
+    if what == "eos":
+        from edgewise.app.bench.eos import bench_eos, print_eos
+
+        print_eos(bench_eos(settings, args.samples))
         return 0
     if what == "cdc":
         from edgewise.app.bench.cdc import ROWS, bench_cdc, print_cdc

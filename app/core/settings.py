@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     broker_profile: Literal["auto", "embedded", "kafka"] = Field(
         "auto", description="broker tuning: auto detects the embedded Tansu by its cluster id"
     )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="Faust's processing guarantee; exactly_once needs Kafka transactions "
+        "(not on Tansu)",
+    )
     app_id: str = Field("edgewise", description="Faust app id: consumer group and table prefix")
     topic_prefix: str = Field("edgewise", description="prefix of every topic edgewise owns")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the stage topics")

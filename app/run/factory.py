@@ -11,7 +11,7 @@ import faust
 from edgewise.app.core import broker_profile
 from edgewise.app.core.context import StageContext, StringKeyedTable
 from edgewise.app.core.deliveries import DeliveryGuard
-from edgewise.app.core.settings import Settings
+from edgewise.app.core.settings import Settings, SettingsError
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.run import views
 
@@ -56,6 +56,9 @@ def create_app(
     app_id = app_id_for(settings, stages)
     if settings.embedded:
         raise ValueError("create_app needs a broker URL; start one with runner.broker_for")
+    if settings.processing_guarantee == "exactly_once" and settings.embedded_profile:
+        raise SettingsError("processing_guarantee exactly_once needs Apache Kafka: "
+                            "Tansu has no transactions")
     # always edgewise's transport: its consumer is what commits only after acknowledgements
     url = re.sub(r"^(aiokafka|kafka|edgewise)://", "edgewise://", settings.broker)
     data_dir = Path(settings.data_dir) / app_id
@@ -67,6 +70,7 @@ def create_app(
         web_port=web_port if web_port is not None else settings.web_port,
         datadir=str(data_dir), autodiscover=False, web_in_thread=False,
         consumer_auto_offset_reset="earliest", Table=StringKeyedTable,
+        processing_guarantee=settings.processing_guarantee,
         **broker_profile.faust_options(settings),
     )
     app.edgewise_fetch_wait_ms = broker_profile.fetch_wait_ms(settings)  # read by app.transport
