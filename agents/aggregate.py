@@ -51,10 +51,7 @@ def register(ctx: StageContext) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
                                             settings.min_margin, origin)
-            state = table.get(batch.device)
-            if state is not None and "written" in state:
-                evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device,
-                                     state["written"])
+            evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
             if counted:
                 ctx.metrics.observe_latencies((time.time() - batch.timestamps) * 1000.0,
                                               ctx.metrics.window_latency)

@@ -43,9 +43,6 @@ def register(ctx: StageContext) -> None:
     async def evaluate(stream: Any) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin))
-            state = table.get(batch.device)
-            if state is not None and "written" in state:
-                evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device,
-                                     state["written"])
+            evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
 
         await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

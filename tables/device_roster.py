@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from edgewise.app.core.records import Origin
+
 
 class DeviceRoster:
     """Last-seen times of the devices of each partition; says which ones to evict."""
@@ -53,10 +55,22 @@ class DeviceRoster:
         return out
 
 
+def stamp(state: dict[str, Any], origin: Origin | None) -> None:
+    """Where and when (by the hub's clock) a record was last written, for its eviction."""
+    state["written"] = time.time()
+    if origin is not None:
+        state["partition"] = origin.partition
+
+
 def evict_silent_devices(roster: DeviceRoster, table: Any, drop: Any, partition: int,
-                         device: str, written: float) -> int:
-    """After writing ``device``'s record on ``partition``: note it, and drop (``drop(table,
-    device)``) the partition's devices past the age or the count; returns how many."""
+                         device: str) -> int:
+    """After ``device``'s record on ``partition`` was written (and stamped): note it, and
+    drop (``drop(table, device)``) the partition's devices past the age or the count;
+    returns how many."""
+    record = table.get(device)
+    if not isinstance(record, dict) or "written" not in record:
+        return 0
+    written = record["written"]
     roster.seed(partition, ((k, v) for k, v in table.items() if isinstance(v, dict)
                             and "layout" in v))
     roster.touch(partition, device, written)

@@ -41,8 +41,8 @@ import orjson
 
 from edgewise.app.core.context import StageContext, json_schema
 from edgewise.app.core.records import Origin
+from edgewise.tables.device_roster import stamp
 from edgewise.tables.seen_ids import SeenIds, id_hashes, is_chunk_key, is_replay, new_ids_state
-from edgewise.tables.windows import stamp
 
 TABLE = "evaluation"
 #: The record layout: a record of another (older) layout is started over, not misread.

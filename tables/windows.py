@@ -25,7 +25,6 @@ samples older than the oldest kept tumbling window are counted in ``late`` and d
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 import orjson
 
 from edgewise.app.core.records import Origin
+from edgewise.tables.device_roster import stamp
 from edgewise.tables.seen_ids import SeenIds, id_hashes, is_replay, new_ids_state
 
 LATENCY_BUCKETS = 80
@@ -248,12 +248,6 @@ def fold_device_batch(
     table[device] = state
     return counted
 
-
-def stamp(state: dict[str, Any], origin: Origin | None) -> None:
-    """Where and when (by the hub's clock) a record was last written, for its eviction."""
-    state["written"] = time.time()
-    if origin is not None:
-        state["partition"] = origin.partition
 
 
 def _model_stats(models: dict[str, Any], model_key: str, spec: WindowSpec) -> dict[str, Any]:

@@ -48,8 +48,7 @@ def test_an_evicted_device_takes_its_id_chunks_with_it() -> None:
         ids = [f"{device}-{i}" for i in range(CHUNK_IDS + 1)]
         fold_device_batch(table, seen, device, SPEC, "m:1", ids,
                           rows(len(ids), 1.7e9), Origin(0, n))
-        gone = evict_silent_devices(roster, table, seen.drop, 0, device,
-                                    table[device]["written"])
+        gone = evict_silent_devices(roster, table, seen.drop, 0, device)
     assert gone == 1 and "old" not in table and "new" in table
     assert not [k for k in table if is_chunk_key(k) and k.startswith("old")]
     assert "old" not in seen.sets
