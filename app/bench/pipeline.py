@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +81,16 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower
 
 
-def drain(port: int, stages: list[str], total: int, timeout: float = 300) -> float:
-    """Samples/s from the first sample counted until every stage in ``stages`` has all."""
+def drain(port: int, stages: list[str], total: int, timeout: float = 300,
+          counts: Callable[[int], dict[str, float]] | None = None) -> float:
+    """Samples/s from the first sample counted until every stage in ``stages`` has all;
+    ``counts(port)`` reads the counts per stage (the worker's ``/metrics`` by default)."""
+    read = counts or (lambda p: scrape(p)["samples"])
     deadline = time.monotonic() + timeout
     first = None
     while time.monotonic() < deadline:
         try:
-            counted = scrape(port)["samples"]
+            counted = read(port)
         except OSError:
             time.sleep(0.2)
             continue
@@ -98,6 +101,12 @@ def drain(port: int, stages: list[str], total: int, timeout: float = 300) -> flo
             return total / max(now - (first or now), 1e-9)
         time.sleep(0.05)
     raise RuntimeError(f"stages {stages} did not count {total} samples in {timeout:.0f}s")
+
+
+def peer_progress(port: int) -> dict[str, float]:
+    """The per-event peer's counts per stage (its ``/progress`` page)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=5) as reply:
+        return orjson.loads(reply.read())
 
 
 @contextlib.contextmanager
@@ -161,17 +170,8 @@ def measure_peer(settings: Settings, broker_url: str, bootstrap: str, models: Pa
             stdin=subprocess.DEVNULL)
     try:
         wait_until_listening("127.0.0.1", port, timeout=60)
-        deadline, first = time.monotonic() + 600, None
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=5) as r:
-                done = orjson.loads(r.read())
-            now = time.monotonic()
-            if first is None and (done["aggregate"] or done["evaluate"]):
-                first = now
-            if done["aggregate"] >= total and done["evaluate"] >= total:
-                return total / max(now - (first or now), 1e-9)
-            time.sleep(0.1)
-        raise RuntimeError("the per-event pipeline did not finish in 600 s")
+        return drain(port, ["aggregate", "evaluate"], total, timeout=600,
+                     counts=peer_progress)
     finally:
         stop_process(proc, 20)
 
