@@ -167,7 +167,7 @@ def measure_peer(settings: Settings, broker_url: str, bootstrap: str, models: Pa
         proc = subprocess.Popen(
             [sys.executable, "-m", "edgewise.app.bench.per_event", broker_url, prefix,
              str(models), str(port)], env=env, stdout=log, stderr=log,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, cwd=work)  # its Faust data dir lands in ``work``
     try:
         wait_until_listening("127.0.0.1", port, timeout=60)
         return drain(port, ["aggregate", "evaluate"], total, timeout=600,
