@@ -1,8 +1,11 @@
 """score: sample batches in, prediction batches out, one ``predict_proba`` per gathering.
 
 When batches queue up, ``stream.take`` hands over up to ``score_take`` of them at once and
-the model sees them as one matrix. A newer registered version is swapped in without a
-restart (the registry is polled, and a message on the model-updates topic triggers a look).
+the model sees them as one matrix; the batches of one device in a gathering leave as one
+prediction frame (within ``max_batch_samples`` and half the record limit), so under load
+the stages downstream handle fewer, larger records. A newer registered version is swapped
+in without a restart (the registry is polled, and a message on the model-updates topic
+triggers a look).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
-from edgewise.app.core.records import SampleBatch
+from edgewise.app.core.records import SampleBatch, merged_per_device
+from edgewise.app.core.topics import max_record_bytes
 from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.registry import ModelRegistry, RegistryError
 from edgewise.models.scoring import ModelHolder, predict_batches
@@ -64,16 +68,19 @@ def _safe_refresh(holder: ModelHolder) -> None:
 async def score_and_send(
     ctx: StageContext, holder: ModelHolder, batches: list[SampleBatch]
 ) -> None:
-    """Score, count, and send one prediction frame per input batch."""
+    """Score, count, and send one prediction frame per device of the gathering."""
     assert holder.meta is not None
+    settings = ctx.settings
+    joined = merged_per_device(batches, settings.max_batch_samples,
+                               max_record_bytes(settings) // 2)
     try:
-        results = predict_batches(holder.model, holder.meta, batches, ctx.settings.top_k)
+        results = predict_batches(holder.model, holder.meta, joined, settings.top_k)
     except Exception:
         # one batch the model cannot take (say a kind it was not trained on): find it
         results = []
         for batch in batches:
             try:
-                results += predict_batches(holder.model, holder.meta, [batch], ctx.settings.top_k)
+                results += predict_batches(holder.model, holder.meta, [batch], settings.top_k)
             except Exception as exc:  # the model refused it, or failed on it: this batch only
                 await ctx.dead_letter(STAGE, BadInput("model_rejected",
                                                       f"{type(exc).__name__}: {exc}"),

@@ -173,3 +173,44 @@ class PredictionBatch:
             )
             for i, sid in enumerate(self.ids)
         ]
+
+
+#: Bytes a prediction frame carries per sample besides its pixels and id (the columns).
+PREDICTION_COLUMN_BYTES = 64
+
+
+def merged_per_device(batches: list[SampleBatch], max_samples: int,
+                      max_bytes: int) -> list[SampleBatch]:
+    """The batches of one gathering joined per device (same kind and image shape), in order
+    of first arrival, each join within ``max_samples`` and, as a prediction frame, about
+    ``max_bytes``: downstream stages then handle one record per device per gathering, not
+    one per edge batch. A batch already over a bound stays as it is."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[list[SampleBatch]]] = {}
+    order: list[list[SampleBatch]] = []
+    for batch in batches:
+        runs = groups.setdefault((batch.device, batch.kind, batch.pixels.shape[1:]), [])
+        if runs and _fits(runs[-1], batch, max_samples, max_bytes):
+            runs[-1].append(batch)
+            continue
+        runs.append([batch])
+        order.append(runs[-1])
+    return [run[0] if len(run) == 1 else _join(run) for run in order]
+
+
+def _frame_bytes(batch: SampleBatch) -> int:
+    return batch.pixels.nbytes + sum(map(len, batch.ids)) + PREDICTION_COLUMN_BYTES * len(batch)
+
+
+def _fits(run: list[SampleBatch], batch: SampleBatch, max_samples: int, max_bytes: int) -> bool:
+    return (sum(map(len, run)) + len(batch) <= max_samples
+            and sum(map(_frame_bytes, run)) + _frame_bytes(batch) <= max_bytes)
+
+
+def _join(run: list[SampleBatch]) -> SampleBatch:
+    first = run[0]
+    return SampleBatch(
+        device=first.device, kind=first.kind, ids=[i for b in run for i in b.ids],
+        timestamps=np.concatenate([b.timestamps for b in run]),
+        labels=np.concatenate([b.labels for b in run]),
+        pixels=np.concatenate([b.pixels for b in run]),
+    )
