@@ -11,12 +11,14 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import numpy as np
+
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
-from edgewise.tables.seen_ids import SeenIds
+from edgewise.tables.seen_ids import SeenIds, id_hashes
 from edgewise.tables.windows import WindowSpec, fold_device_batch
 
 STAGE = "aggregate"
@@ -25,6 +27,7 @@ STAGE = "aggregate"
 def fold_prediction_batch(
     table: MutableMapping[str, Any], seen: SeenIds, batch: PredictionBatch, spec: WindowSpec,
     low_confidence: float, min_margin: float, origin: Origin | None = None,
+    hashes: np.ndarray | None = None,
 ) -> int:
     """Fold one batch into its device's window record; returns the samples counted."""
     low = route_low_confidence(batch.confidence, batch.margins(), low_confidence, min_margin)
@@ -34,7 +37,8 @@ def fold_prediction_batch(
         "latency_ms": batch.latency_ms,
     }
     return fold_device_batch(table, seen, batch.device, spec,
-                             f"{batch.model}:{batch.model_version}", batch.ids, rows, origin)
+                             f"{batch.model}:{batch.model_version}", batch.ids, rows, origin,
+                             hashes)
 
 
 def register(ctx: StageContext) -> None:
@@ -50,7 +54,8 @@ def register(ctx: StageContext) -> None:
     async def aggregate(stream: Any) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
-                                            settings.min_margin, origin)
+                                            settings.min_margin, origin,
+                                            ctx.id_hashes(batch, id_hashes))
             evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
             if counted:
                 ctx.metrics.observe_latencies((time.time() - batch.timestamps) * 1000.0,

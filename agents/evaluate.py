@@ -11,23 +11,26 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
+import numpy as np
+
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.records import Origin, PredictionBatch
 from edgewise.tables import evaluation
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
 from edgewise.tables.evaluation import EvaluationSpec, fold_device_evaluation
-from edgewise.tables.seen_ids import SeenIds
+from edgewise.tables.seen_ids import SeenIds, id_hashes
 
 STAGE = "evaluate"
 
 
 def evaluate_batch(table: MutableMapping[str, Any], seen: SeenIds, batch: PredictionBatch,
-                   spec: EvaluationSpec, origin: Origin | None = None) -> int:
+                   spec: EvaluationSpec, origin: Origin | None = None,
+                   hashes: np.ndarray | None = None) -> int:
     """Fold one prediction batch into its device's evaluation record; returns the count."""
     return fold_device_evaluation(
         table, seen, batch.device, spec, f"{batch.model}:{batch.model_version}", batch.ids,
         batch.scored_at, batch.true_labels, batch.labels, batch.top_labels, batch.top_probs,
-        origin)
+        origin, hashes)
 
 
 def register(ctx: StageContext) -> None:
@@ -42,7 +45,9 @@ def register(ctx: StageContext) -> None:
     @ctx.agent(ctx.topic(source), name="edgewise.evaluate", stage=STAGE)
     async def evaluate(stream: Any) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
-            ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin))
+            labelled = bool((batch.true_labels >= 0).any())
+            hashes = ctx.id_hashes(batch, id_hashes) if labelled else None
+            ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin, hashes))
             evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
 
         await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

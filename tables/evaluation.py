@@ -107,10 +107,11 @@ def fold_device_evaluation(
     table: MutableMapping[str, Any], seen: SeenIds, device: str, spec: EvaluationSpec,
     model_key: str, ids: list[str], scored_at: float, true_labels: np.ndarray,
     labels: np.ndarray, top_labels: np.ndarray, top_probs: np.ndarray,
-    origin: Origin | None = None,
+    origin: Origin | None = None, hashes: np.ndarray | None = None,
 ) -> int:
     """Fold the labelled predictions of one batch into a device's evaluation record;
-    returns the samples counted. Work is proportional to the batch."""
+    returns the samples counted. Work is proportional to the batch. ``hashes`` are the
+    ``id_hashes`` of all of ``ids`` when the caller has them already."""
     known = np.asarray(true_labels) >= 0
     if not known.any():
         return 0
@@ -129,7 +130,7 @@ def fold_device_evaluation(
         return 0
     state["newest"] = newest
     ids_known = seen.known(table, device, state["ids"])
-    hashes = id_hashes([ids[i] for i in rows])
+    hashes = id_hashes([ids[i] for i in rows]) if hashes is None else hashes[rows]
     fresh = seen.fresh(ids_known, hashes)
     state["replayed"] += int((~fresh).sum())
     rows = rows[fresh]

@@ -112,9 +112,13 @@ class SeenIds:
 
     def fresh(self, known: set[int], hashes: np.ndarray) -> np.ndarray:
         """Mask of the hashes not counted yet (the first of any repeated within the batch)."""
+        values = hashes.tolist()
+        distinct = set(values)
+        if len(distinct) == len(values) and known.isdisjoint(distinct):
+            return np.ones(len(values), dtype=bool)  # the usual case, at C speed
         mask = np.zeros(len(hashes), dtype=bool)
         batch: set[int] = set()
-        for i, value in enumerate(hashes.tolist()):
+        for i, value in enumerate(values):
             if value not in known and value not in batch:
                 batch.add(value)
                 mask[i] = True

@@ -196,10 +196,15 @@ def fold_stats(state: dict[str, Any], spec: WindowSpec, model_key: str,
         return 0
     hops = hopping_starts(ts, spec.hopping, spec.step)
     places = np.nan_to_num(np.column_stack([tumble, hops]), nan=-1.0)
-    groups, which = np.unique(places[keep], axis=0, return_inverse=True)
     kept = {name: values[keep] for name, values in rows.items()}
+    placed = places[keep]
+    if (placed == placed[0]).all():  # the usual batch: one tumbling and one hopping set
+        groups, which = placed[:1], np.zeros(len(placed), dtype=np.intp)
+    else:
+        groups, which = np.unique(placed, axis=0, return_inverse=True)
     for g, place in enumerate(groups):
-        picked = {name: values[which.ravel() == g] for name, values in kept.items()}
+        picked = kept if len(groups) == 1 else {
+            name: values[which.ravel() == g] for name, values in kept.items()}
         delta = empty_stats()
         add_to_stats(delta, picked, spec.max_labels)
         targets = [(state["tumbling"], place[0])]
@@ -223,10 +228,12 @@ def late_horizon(state: dict[str, Any], spec: WindowSpec) -> float:
 def fold_device_batch(
     table: MutableMapping[str, Any], seen: SeenIds, device: str, spec: WindowSpec,
     model_key: str, ids: list[str], rows: dict[str, np.ndarray], origin: Origin | None = None,
+    hashes: np.ndarray | None = None,
 ) -> int:
     """Fold one prediction batch into a device's record of ``table``; returns the samples
     counted. Work is proportional to the batch: a replayed input is recognised by its
     offset, a repeated sample by its id, and only the batch's windows and ids are touched.
+    ``hashes`` are the ``id_hashes`` of ``ids`` when the caller has them already.
     """
     state = table.get(device)
     if not state or state.get("layout") != LAYOUT:
@@ -238,7 +245,7 @@ def fold_device_batch(
     if len(ts):
         state["newest"] = max(state["newest"], float(ts.max()))
     known = seen.known(table, device, state["ids"])
-    hashes = id_hashes(ids)
+    hashes = id_hashes(ids) if hashes is None else hashes
     fresh = seen.fresh(known, hashes)
     state["replayed"] += int((~fresh).sum())
     counted = fold_stats(state, spec, model_key, rows, fresh) if len(ts) else 0

@@ -99,7 +99,7 @@ def drain(port: int, stages: list[str], total: int, timeout: float = 300,
             first = now
         if all(counted.get(s, 0) >= total for s in stages):
             return total / max(now - (first or now), 1e-9)
-        time.sleep(0.05)
+        time.sleep(0.1)  # each scrape costs the worker a little; 0.1 s is resolution enough
     raise RuntimeError(f"stages {stages} did not count {total} samples in {timeout:.0f}s")
 
 

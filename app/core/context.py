@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+import numpy as np
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
@@ -39,6 +40,7 @@ class StageContext:
     model_holder: Any = None
     dead_letters: DeadLetterPath = field(init=False)
     decoded_predictions: dict[int, tuple[bytes, PredictionBatch]] = field(default_factory=dict)
+    hashed_ids: dict[int, tuple[list[str], np.ndarray]] = field(default_factory=dict)
     boundary: Boundary = field(init=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +120,19 @@ class StageContext:
         while len(cache) > DECODE_CACHE_SIZE:
             del cache[next(iter(cache))]
         return batch
+
+    def id_hashes(self, batch: PredictionBatch, hash_ids: Callable[[list[str]], np.ndarray]
+                  ) -> np.ndarray:
+        """``hash_ids(batch.ids)``, computed once for the stages of one worker that fold the
+        same decoded batch (aggregate and evaluate); never changed by them."""
+        hit = self.hashed_ids.get(id(batch.ids))
+        if hit is not None and hit[0] is batch.ids:
+            return hit[1]
+        hashes = hash_ids(batch.ids)
+        self.hashed_ids[id(batch.ids)] = (batch.ids, hashes)
+        while len(self.hashed_ids) > DECODE_CACHE_SIZE:
+            del self.hashed_ids[next(iter(self.hashed_ids))]
+        return hashes
 
     async def decode_or_dead_letter(
         self, stage: str, raw: bytes, source: str, decode: Callable[[bytes], T],

@@ -184,33 +184,52 @@ def merged_per_device(batches: list[SampleBatch], max_samples: int,
     """The batches of one gathering joined per device (same kind and image shape), in order
     of first arrival, each join within ``max_samples`` and, as a prediction frame, about
     ``max_bytes``: downstream stages then handle one record per device per gathering, not
-    one per edge batch. A batch already over a bound stays as it is."""
-    groups: dict[tuple[str, str, tuple[int, ...]], list[list[SampleBatch]]] = {}
-    order: list[list[SampleBatch]] = []
+    one per edge batch. A batch already over a bound stays as it is, and so does a batch
+    repeating an id of the join (a frame holds each id once; the repeat is for the tables'
+    dedupe to see)."""
+    groups: dict[tuple[str, str, tuple[int, ...]], list[_Join]] = {}
+    order: list[_Join] = []
     for batch in batches:
-        runs = groups.setdefault((batch.device, batch.kind, batch.pixels.shape[1:]), [])
-        if runs and _fits(runs[-1], batch, max_samples, max_bytes):
-            runs[-1].append(batch)
+        joins = groups.setdefault((batch.device, batch.kind, batch.pixels.shape[1:]), [])
+        if joins and joins[-1].takes(batch, max_samples, max_bytes):
+            joins[-1].add(batch)
             continue
-        runs.append([batch])
-        order.append(runs[-1])
-    return [run[0] if len(run) == 1 else _join(run) for run in order]
+        joins.append(_Join(batch))
+        order.append(joins[-1])
+    return [join.batch() for join in order]
 
 
 def _frame_bytes(batch: SampleBatch) -> int:
     return batch.pixels.nbytes + sum(map(len, batch.ids)) + PREDICTION_COLUMN_BYTES * len(batch)
 
 
-def _fits(run: list[SampleBatch], batch: SampleBatch, max_samples: int, max_bytes: int) -> bool:
-    return (sum(map(len, run)) + len(batch) <= max_samples
-            and sum(map(_frame_bytes, run)) + _frame_bytes(batch) <= max_bytes)
+class _Join:
+    """Batches of one device being joined, with their size and ids so far."""
 
+    def __init__(self, first: SampleBatch) -> None:
+        self.parts = [first]
+        self.samples = len(first)
+        self.bytes = _frame_bytes(first)
+        self.ids = set(first.ids)
 
-def _join(run: list[SampleBatch]) -> SampleBatch:
-    first = run[0]
-    return SampleBatch(
-        device=first.device, kind=first.kind, ids=[i for b in run for i in b.ids],
-        timestamps=np.concatenate([b.timestamps for b in run]),
-        labels=np.concatenate([b.labels for b in run]),
-        pixels=np.concatenate([b.pixels for b in run]),
-    )
+    def takes(self, batch: SampleBatch, max_samples: int, max_bytes: int) -> bool:
+        return (self.samples + len(batch) <= max_samples
+                and self.bytes + _frame_bytes(batch) <= max_bytes
+                and self.ids.isdisjoint(batch.ids))
+
+    def add(self, batch: SampleBatch) -> None:
+        self.parts.append(batch)
+        self.samples += len(batch)
+        self.bytes += _frame_bytes(batch)
+        self.ids.update(batch.ids)
+
+    def batch(self) -> SampleBatch:
+        if len(self.parts) == 1:
+            return self.parts[0]
+        first = self.parts[0]
+        return SampleBatch(
+            device=first.device, kind=first.kind, ids=[i for b in self.parts for i in b.ids],
+            timestamps=np.concatenate([b.timestamps for b in self.parts]),
+            labels=np.concatenate([b.labels for b in self.parts]),
+            pixels=np.concatenate([b.pixels for b in self.parts]),
+        )

@@ -48,3 +48,13 @@ def test_other_kinds_and_shapes_and_oversize_batches_stay_apart() -> None:
     out = merged_per_device(batches, max_samples=40, max_bytes=10 ** 6)
     assert [len(b) for b in out] == [2, 2, 2, 50, 2]  # a device's samples keep their order
     assert out[3] is big
+
+
+def test_a_batch_repeating_an_id_is_not_joined() -> None:
+    """A frame must hold each id once (the boundary refuses duplicates): a resent batch
+    stays a frame of its own, for the tables' dedupe to recognise."""
+    first, again, other = batch("a", 3, 0), batch("a", 3, 0), batch("a", 2, 10)
+    out = merged_per_device([first, again, other], max_samples=100, max_bytes=10 ** 6)
+    assert [len(b) for b in out] == [3, 5]
+    for joined in out:
+        assert len(set(joined.ids)) == len(joined.ids)
