@@ -1,8 +1,9 @@
 """aggregate: prediction batches folded into tumbling and hopping windows per device.
 
-One device record write per batch (plus its id chunk); a replayed input is recognised by
-its offset and a repeated sample by its id, so nothing is counted twice (see
-``tables.seen_ids``), at a cost proportional to the batch.
+One device record write (plus its id chunk) per gathered group of batches: a device's, see
+``tables.gathering``. A replayed input is recognised by its offset and a repeated sample by
+its id, so nothing is counted twice (see ``tables.seen_ids``), at a cost proportional to
+the batch.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import Origin, PredictionBatch
+from edgewise.app.core.records import Origin, PredictionBatch, joined_predictions
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
+from edgewise.tables.gathering import batch_group, unfolded
 from edgewise.tables.seen_ids import SeenIds, id_hashes
 from edgewise.tables.windows import WindowSpec, fold_device_batch
 
@@ -52,14 +54,20 @@ def register(ctx: StageContext) -> None:
 
     @ctx.agent(ctx.topic(source), name="edgewise.aggregate", stage=STAGE)
     async def aggregate(stream: Any) -> None:
-        async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
-            counted = fold_prediction_batch(table, seen, batch, spec, settings.low_confidence,
-                                            settings.min_margin, origin,
-                                            ctx.id_hashes(batch, id_hashes))
+        async def handle(members: list[tuple[PredictionBatch, Origin, bytes]]) -> None:
+            batches, origin = unfolded(table, members)
+            if not batches:
+                return
+            batch = joined_predictions(batches)
+            counted = fold_prediction_batch(
+                table, seen, batch, spec, settings.low_confidence, settings.min_margin,
+                origin, np.concatenate([ctx.id_hashes(b, id_hashes) for b in batches]))
             evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
             if counted:
                 ctx.metrics.observe_latencies((time.time() - batch.timestamps) * 1000.0,
                                               ctx.metrics.window_latency)
             ctx.count(STAGE, samples=counted)
 
-        await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)
+        await ctx.gathered(stream, STAGE, source, ctx.decode_predictions, batch_group, handle,
+                           settings.fold_take, settings.fold_take_within)
+

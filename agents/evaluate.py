@@ -3,21 +3,24 @@
 Reads the predictions topic (as aggregate does, in its own consumer group when run as its
 own worker) and keeps, per device and model version, cumulative and windowed figures in
 the changelog-backed ``evaluation`` table (see ``tables.evaluation``), served at
-``/api/evaluation``. One record write per labelled batch; each sample counted once.
+``/api/evaluation``. One record write per gathered group of labelled batches (see
+``tables.gathering``); each sample counted once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from typing import Any
 
 import numpy as np
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import Origin, PredictionBatch
+from edgewise.app.core.records import Origin, PredictionBatch, joined_predictions
 from edgewise.tables import evaluation
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
 from edgewise.tables.evaluation import EvaluationSpec, fold_device_evaluation
+from edgewise.tables.gathering import batch_group, unfolded
 from edgewise.tables.seen_ids import SeenIds, id_hashes
 
 STAGE = "evaluate"
@@ -44,10 +47,18 @@ def register(ctx: StageContext) -> None:
 
     @ctx.agent(ctx.topic(source), name="edgewise.evaluate", stage=STAGE)
     async def evaluate(stream: Any) -> None:
-        async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
-            labelled = bool((batch.true_labels >= 0).any())
-            hashes = ctx.id_hashes(batch, id_hashes) if labelled else None
+        async def handle(members: list[tuple[PredictionBatch, Origin, bytes]]) -> None:
+            batches, origin = unfolded(table, members)
+            labelled = [b for b in batches if (b.true_labels >= 0).any()]
+            if not labelled:
+                return
+            batch = joined_predictions(labelled)
+            hashes = np.concatenate([ctx.id_hashes(b, id_hashes) for b in labelled])
             ctx.count(STAGE, samples=evaluate_batch(table, seen, batch, spec, origin, hashes))
             evict_silent_devices(roster, table, seen.drop, origin.partition, batch.device)
 
-        await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)
+        def group(batch: PredictionBatch, origin: Origin) -> tuple[Any, ...]:
+            return (*batch_group(batch, origin), math.floor(batch.scored_at / spec.window))
+
+        await ctx.gathered(stream, STAGE, source, ctx.decode_predictions, group, handle,
+                           settings.fold_take, settings.fold_take_within)

@@ -71,6 +71,13 @@ def is_replay(ids_state: dict[str, Any], origin: Origin | None) -> bool:
     return origin.offset <= ids_state["watermark"].get(str(origin.partition), -1)
 
 
+def folded_already(record: Any, origin: Origin) -> bool:
+    """Whether a device record (windows or evaluation) already holds the input at
+    ``origin``: a gathering's replayed members are dropped before the others are joined."""
+    return (isinstance(record, dict) and isinstance(record.get("ids"), dict)
+            and is_replay(record["ids"], origin))
+
+
 def _segment_hashes(segment: list[Any]) -> np.ndarray:
     return np.frombuffer(base64.b64decode(segment[3]), dtype=np.uint64)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
+import faust.streams as faust_streams
 import numpy as np
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
@@ -173,6 +176,56 @@ class StageContext:
                 await self.dead_letter(stage, BadInput(
                     "stage_error", f"{type(exc).__name__}: {exc}"), raw, source)
 
+    async def gathered(
+        self, stream: Any, stage: str, source: str, decode: Callable[[bytes], T],
+        group: Callable[[T, Origin], Hashable],
+        handle: Callable[[list[tuple[T, Origin, bytes]]], Awaitable[None]],
+        take: int, within: float,
+    ) -> None:
+        """``each`` for stages that fold: up to ``take`` messages gathered (waiting at most
+        ``within`` seconds for more), decoded, grouped by ``group(value, origin)`` (in
+        order of arrival within a group) and handed to ``handle(members)`` group by group,
+        so a backlog costs one fold and one table write per group, not per message.
+
+        When ``handle`` raises on a group, its members are handed over one at a time, and
+        only the one that raises is dead-lettered (``stage_error``); a failed delivery
+        stops the stage as in ``each``.
+        """
+        async for events in stream.take_events(take, within):
+            self.count(stage, events_in=len(events))
+            groups: dict[Hashable, list[tuple[T, Origin, bytes]]] = {}
+            last: dict[Hashable, Any] = {}
+            for event in events:
+                raw = event.value
+                ok, value = await self.decode_or_dead_letter(stage, raw, source, decode)
+                if not ok:
+                    continue
+                origin = Origin(event.message.partition, event.message.offset)
+                key = group(value, origin)  # type: ignore[arg-type]
+                groups.setdefault(key, []).append((value, origin, raw))  # type: ignore[arg-type]
+                last[key] = event
+            for key, members in groups.items():
+                with current_event(last[key]):
+                    failed = await self._handled(stage, source, handle, members)
+                    if failed is not None and len(members) > 1:
+                        for member in members:
+                            await self._handled(stage, source, handle, [member])
+
+    async def _handled(self, stage: str, source: str,
+                       handle: Callable[[list[tuple[T, Origin, bytes]]], Awaitable[None]],
+                       members: list[tuple[T, Origin, bytes]]) -> Exception | None:
+        """``handle(members)``; what it raised (a lone member is then dead-lettered)."""
+        try:
+            await handle(members)
+            return None
+        except DELIVERY_ERRORS:
+            raise
+        except Exception as exc:
+            if len(members) == 1:
+                await self.dead_letter(stage, BadInput(
+                    "stage_error", f"{type(exc).__name__}: {exc}"), members[0][2], source)
+            return exc
+
     def count(self, stage: str, events_in: int = 0, events_out: int = 0, samples: int = 0) -> None:
         m = self.metrics
         if events_in:
@@ -181,6 +234,22 @@ class StageContext:
             m.events_out.labels(stage).inc(events_out)
         if samples:
             m.samples.labels(stage).inc(samples)
+
+
+@contextlib.contextmanager
+def current_event(event: Any) -> Iterator[None]:
+    """Name ``event`` as this task's current event while a gathered group is handled.
+
+    Faust writes a table's changelog to the partition of the current event, which it keeps
+    in a context variable that ``take_events`` leaves unset for the consuming task. A group
+    is one partition's, so its last event is the one to name. Only this task's variable is
+    set: the stream's own ``current_event`` attribute belongs to its background drainer.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 def json_schema() -> faust.Schema:

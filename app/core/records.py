@@ -233,3 +233,24 @@ class _Join:
             labels=np.concatenate([b.labels for b in self.parts]),
             pixels=np.concatenate([b.pixels for b in self.parts]),
         )
+
+
+def joined_predictions(batches: list[PredictionBatch]) -> PredictionBatch:
+    """Prediction batches of one device, model version and kind as one batch, in order
+    (``scored_at``: the last one's). Ids may repeat across them: the tables' dedupe
+    counts the first."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in batches])
+
+    return PredictionBatch(
+        device=first.device, kind=first.kind, model=first.model,
+        model_version=first.model_version, ids=[i for b in batches for i in b.ids],
+        timestamps=cat("timestamps"), true_labels=cat("true_labels"), labels=cat("labels"),
+        confidence=cat("confidence"), top_labels=cat("top_labels"), top_probs=cat("top_probs"),
+        latency_ms=cat("latency_ms"), pixels=cat("pixels"),
+        scored_at=max(b.scored_at for b in batches),
+    )

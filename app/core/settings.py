@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     score_take_within: float = Field(
         0.005, gt=0, description="seconds the score stage waits to gather batches"
     )
+    fold_take: int = Field(
+        64, ge=1, description="prediction batches aggregate and evaluate gather per fold"
+    )
+    fold_take_within: float = Field(
+        0.005, gt=0, description="seconds aggregate and evaluate wait to gather batches"
+    )
     # database change streams
     cdc_dsn: str = Field("", description="PostgreSQL URL the CDC stage and db commands use")
     cdc_slot: str = Field("edgewise_slot", description="logical replication slot (pgoutput) of CDC")

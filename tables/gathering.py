@@ -1,0 +1,34 @@
+"""Prediction batches gathered from a backlog, folded per group: one fold and one table
+write per device and model version instead of one per message.
+
+Members of a group are in offset order on one partition, so the device record's
+watermark tells which of them it holds already (a replay after a crash); the rest are
+joined and folded as one batch whose origin is the last member's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+from edgewise.app.core.records import Origin, PredictionBatch
+from edgewise.tables.seen_ids import folded_already
+
+
+def batch_group(batch: PredictionBatch, origin: Origin) -> tuple[Any, ...]:
+    """Batches folded together: one device's, of one model version, kind and shape."""
+    return (origin.partition, batch.device, batch.model, batch.model_version, batch.kind,
+            batch.top_probs.shape[1:], batch.pixels.shape[1:])
+
+
+def unfolded(table: MutableMapping[str, Any],
+             members: list[tuple[PredictionBatch, Origin, bytes]]
+             ) -> tuple[list[PredictionBatch], Origin]:
+    """The members of a group its device's record does not hold yet (a replay's samples
+    are counted as replayed), and the origin to record: the last member's."""
+    record = table.get(members[0][0].device)
+    live = [batch for batch, origin, _ in members if not folded_already(record, origin)]
+    skipped = sum(len(b) for b, _, _ in members) - sum(map(len, live))
+    if skipped and isinstance(record, dict):
+        record["replayed"] = record.get("replayed", 0) + skipped
+    return live, members[-1][1]
