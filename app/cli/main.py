@@ -43,7 +43,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if args.resolve_only:
+        from edgewise.app.services.kafka_connect import connect_classpath
+
         print(f"Apache Kafka jars in {kafka_classpath(settings.kafka_cache_dir)}")
+        print(f"Kafka Connect and Debezium jars in {connect_classpath(settings.kafka_cache_dir)}")
         return 0
     if args.kafka and args.port:
         raise CliError("--port is for the embedded broker; Apache Kafka takes free ports")
@@ -133,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Apache Kafka (KRaft, needs java; jars resolved by mvn once)")
     p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="--kafka: nodes")
     p.add_argument("--resolve-only", action="store_true",
-                   help="resolve Apache Kafka's jars into the cache and exit")
+                   help="resolve Apache Kafka's and Kafka Connect's (with Debezium) jars "
+                        "into the cache and exit")
     p.add_argument("--app-id", action="append", help="also create this app's table topics")
     p = add("train", cmd_train, "train a model and register a new version")
     p.add_argument("model", choices=["digits"])
