@@ -53,7 +53,9 @@ from edgewise.app.services.processes import ManagedProcess
 LATENCY_RATE = 100.0
 LATENCY_SECONDS = 5.0
 WAIT_SECONDS = 300.0
-SYSTEMS = ("edgewise", "debezium")
+SYSTEMS = ("edgewise", "debezium", "debezium-bare")
+"""edgewise; Debezium with the JSON converter's schemas (the envelope the suite compares);
+Debezium without them (the bare envelope: smaller records, no ``payload`` wrapper)."""
 
 
 class TopicWatch:
@@ -94,7 +96,8 @@ class TopicWatch:
     def _note(self, value: bytes | None, now: float) -> None:
         if value is None:
             return
-        body = orjson.loads(value)["payload"]
+        document = orjson.loads(value)
+        body = document.get("payload", document)  # the bare envelope has no wrapper
         self.value_bytes += len(value)
         self.events += 1
         if body["op"] == "c":
@@ -131,13 +134,14 @@ def start_edgewise(settings: Settings, dsn: str, name: str, work: Path) -> Manag
     return process
 
 
-def start_debezium(settings: Settings, dsn: str, name: str, work: Path) -> DebeziumConnect:
+def start_debezium(settings: Settings, dsn: str, name: str, work: Path, schemas: bool = True
+                   ) -> DebeziumConnect:
     """Kafka Connect with Debezium on ``public.<name>``; returns once it streams."""
     connector = connector_properties(
         name, dsn, [f"public.{name}"], name, name, name, settings.cdc_partitions,
         extra={"poll.interval.ms": max(1, round(settings.cdc_poll_seconds * 1000))})
     connect = DebeziumConnect(bootstrap_of(settings.broker), work / name, connector,
-                              settings.kafka_cache_dir, quick_start=False)
+                              settings.kafka_cache_dir, quick_start=False, schemas=schemas)
     return connect.start(timeout=WAIT_SECONDS)
 
 
@@ -201,6 +205,8 @@ def measure(system: str, settings: Settings, dsn: str, rows: int, work: Path
             ) -> dict[str, Any]:
     """Start, snapshot, streaming and commit-to-readable figures of one system."""
     name = f"vs_{system[:3]}_{os.urandom(3).hex()}"
+    starts = {"edgewise": start_edgewise, "debezium": start_debezium,
+              "debezium-bare": lambda *a: start_debezium(*a, schemas=False)}
     topic = f"{name}.public.{name}"
     asyncio.run(_sql(dsn, create_table_sql("public", name)))
     asyncio.run(_copy(dsn, name, 1, rows))
@@ -209,8 +215,7 @@ def measure(system: str, settings: Settings, dsn: str, rows: int, work: Path
     try:
         with TopicWatch(bootstrap_of(settings.broker), topic) as watch:
             started = time.time()
-            capture = (start_edgewise if system == "edgewise" else start_debezium)(
-                settings, dsn, name, work)
+            capture = starts[system](settings, dsn, name, work)
             watch.wait("r", rows, alive=capture)
             reads = watch.arrived["r"]
             time.sleep(1.0)  # the snapshot's state is saved and the capture streams
@@ -261,8 +266,8 @@ def print_cdc_vs_debezium(results: list[dict[str, Any]], rows: int, broker: str,
     print(f"CDC of {rows:,} digit rows (64-byte bytea) into {partitions} partitions on "
           f"{broker}; both poll an idle slot every {poll_seconds * 1000:.0f} ms")
     print(f"edgewise cdc (batched producer) beside Debezium {DEBEZIUM_VERSION} in Kafka "
-          f"Connect {KAFKA_VERSION} standalone (JSON with schemas)")
-    print(f"{'':48}{'edgewise':>12}{'Debezium':>12}")
+          f"Connect {KAFKA_VERSION} standalone, JSON with schemas and without")
+    print(f"{'':48}{'edgewise':>12}{'Debezium':>12}{'(no schema)':>12}"[:48 + 12 * len(results)])
     lines = (("start", "process start -> first event readable, s", "{:12.1f}"),
              ("snapshot", "snapshot, rows/s (first -> last readable)", "{:12,.0f}"),
              ("stream", "streaming, rows/s (COPY start -> last readable)", "{:12,.0f}"),

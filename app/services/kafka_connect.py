@@ -66,14 +66,18 @@ def properties_text(values: Mapping[str, object]) -> str:
     return "".join(f"{key}={value}\n" for key, value in values.items())
 
 
-def worker_properties(bootstrap: str, rest_port: int, offsets: Path) -> dict[str, object]:
-    """A standalone worker: JSON with schemas for keys and values, offsets in a file."""
+def worker_properties(bootstrap: str, rest_port: int, offsets: Path, schemas: bool = True
+                      ) -> dict[str, object]:
+    """A standalone worker: JSON for keys and values (with their schemas unless told not
+    to: then a value is the bare envelope, without the ``payload`` wrapper), offsets in a
+    file."""
+    flag = "true" if schemas else "false"
     return {
         "bootstrap.servers": bootstrap,
         "key.converter": "org.apache.kafka.connect.json.JsonConverter",
         "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-        "key.converter.schemas.enable": "true",
-        "value.converter.schemas.enable": "true",
+        "key.converter.schemas.enable": flag,
+        "value.converter.schemas.enable": flag,
         "offset.storage.file.filename": offsets,
         "offset.flush.interval.ms": 1000,
         "listeners": f"http://127.0.0.1:{rest_port}",
@@ -129,13 +133,15 @@ class DebeziumConnect(ManagedProcess):
     stop_timeout = 10.0
 
     def __init__(self, bootstrap: str, directory: Path, connector: Mapping[str, object],
-                 cache_root: Path = DEFAULT_CACHE, quick_start: bool = True) -> None:
+                 cache_root: Path = DEFAULT_CACHE, quick_start: bool = True,
+                 schemas: bool = True) -> None:
         super().__init__(directory / "stdout.log", "127.0.0.1", 0)
         self.bootstrap = bootstrap
         self.directory = directory
         self.connector = dict(connector)
         self.cache_root = cache_root
         self.quick_start = quick_start
+        self.schemas = schemas
         self.started_in = 0.0
         self._streams_seen = 0
 
@@ -158,7 +164,7 @@ class DebeziumConnect(ManagedProcess):
         worker = self.directory / "worker.properties"
         connector = self.directory / "connector.properties"
         worker.write_text(properties_text(worker_properties(
-            self.bootstrap, self.port, self.directory / "offsets.dat")))
+            self.bootstrap, self.port, self.directory / "offsets.dat", self.schemas)))
         connector.write_text(properties_text(self.connector))
         self._streams_seen = self._log_count(STREAMING_LINE)
         options = [*JVM_OPTIONS, *(QUICK_START if self.quick_start else ())]

@@ -55,7 +55,7 @@ def test_two_brokers_print_in_one_table(capsys: pytest.CaptureFixture[str]) -> N
                              "largest_record": {"device_windows": 5}}]}
     print_pipeline([("Tansu", pipeline), ("Apache Kafka", pipeline)])
     vs = {"start": 1.0, "snapshot": 2.0, "stream": 3.0, "p50": 4.0, "p99": 5.0, "bytes": 6.0}
-    print_cdc_vs_debezium([vs, vs], 10, "Apache Kafka", 8, 0.05)
+    print_cdc_vs_debezium([vs, vs, vs], 10, "Apache Kafka", 8, 0.05)
     out = capsys.readouterr().out
     assert out.count("Apache Kafka") >= 5 and out.count("Tansu") >= 4
     assert "Debezium" in out
