@@ -1,11 +1,12 @@
 """``edgewise bench cdc``: rows/s of change data capture, from COPY to Kafka's acks.
 
 For each producer setting (the embedded profile's one record per batch, which Tansu needs,
-and aiokafka's default batching, which a real Kafka takes), on a fresh table, slot and
-topic: COPY N digit rows (8x8, 64-byte bytea), capture them as the initial snapshot, then
-COPY N more and time streaming from the start of the COPY until Kafka acknowledged every
-event. A third figure is the capture without Kafka at all (peek, decode, envelope, encode)
-on the same rows: the ceiling a faster producer could approach.
+and, on Apache Kafka only, the Kafka profile's batching and idempotence, which Tansu cannot
+take), on a fresh table, slot and topic: COPY N digit rows (8x8, 64-byte bytea), capture
+them as the initial snapshot, then COPY N more and time streaming from the start of the COPY
+until Kafka acknowledged every event. A third figure is the capture without Kafka at all
+(peek, decode, envelope, encode) on the same rows: the ceiling a faster producer could
+approach.
 
 PostgreSQL: ``EDGEWISE_CDC_DSN`` when set (tables and slots are dropped afterwards), else a
 throwaway cluster started here; the broker: the one ``settings`` point at (``edgewise bench
@@ -131,7 +132,9 @@ def bench_cdc(settings: Settings, rows: int = ROWS) -> list[dict[str, Any]]:
             broker = stack.enter_context(EmbeddedBroker())
             settings = settings.model_copy(update={"broker": broker.url})
         results = []
-        for index, (label, profile) in enumerate(PROFILES):
+        # Tansu has no idempotent producer, which the batched (Kafka) profile asks for
+        profiles = PROFILES[:1] if settings.broker_profile == "embedded" else PROFILES
+        for index, (label, profile) in enumerate(profiles):
             results.append(asyncio.run(measure(settings, dsn, rows, label, profile,
                                                cpu=index == 0)))
         return results
@@ -157,5 +160,6 @@ def print_cdc(runs: list[tuple[str, list[dict[str, Any]]]], rows: int,
     for broker, results in runs:
         stream = results[0]["stream"]
         verdict = "meets" if stream >= BAR_ROWS_PER_SECOND else "MISSES"
+        batched = f"; batched: {results[-1]['stream']:,.0f}" if len(results) > 1 else ""
         print(f"{broker}: streaming one record per batch {stream:,.0f} rows/s {verdict} the "
-              f"bar of {BAR_ROWS_PER_SECOND:,}; batched: {results[-1]['stream']:,.0f}")
+              f"bar of {BAR_ROWS_PER_SECOND:,}{batched}")
