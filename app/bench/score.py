@@ -14,6 +14,7 @@ import asyncio
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +118,11 @@ def bench_score(settings: Settings, samples: int) -> list[dict[str, Any]]:
             ceil = ceiling(trained.model, features.astype(np.float64))
             ceil_big = ceiling(trained.model, features.astype(np.float64), BIG_BATCH)
             topic = f"naive-{algorithm}-{os.urandom(2).hex()}"
-            create_topics(bootstrap, [t for t in topic_specs(settings.model_copy(
-                update={"topic_prefix": topic}), []) if t.name.endswith("samples")])
+            samples_spec = next(t for t in topic_specs(settings.model_copy(
+                update={"topic_prefix": topic}), []) if t.name.endswith("samples"))
+            # Apache Kafka creates no topic on first use: the naive loop's output too
+            create_topics(bootstrap, [samples_spec,
+                                      replace(samples_spec, name=f"{topic}-out")])
             raw = [(None, orjson.dumps({"id": f"n{i}", "pixels": row.tolist()}))
                    for i, row in enumerate(features[:naive_n].astype(int))]
             asyncio.run(fill_topic(bootstrap, settings, f"{topic}-samples", raw))
