@@ -30,7 +30,7 @@ import base64
 import math
 import struct
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
 from decimal import Decimal
@@ -137,21 +137,57 @@ def json_value(value: Any) -> Any:
     return str(value)
 
 
+def column_encoder(type_oid: int, type_modifier: int = -1) -> Callable[[Any], Any]:
+    """The function writing one column's values as Debezium does, chosen once per column:
+    types whose encoding depends on the column (real, timestamptz, timestamp(0..3),
+    time(0..3), arrays of those) get their own; the rest share :func:`json_value`."""
+    element = ARRAY_ELEMENTS.get(type_oid)
+    if element is not None:
+        inner = column_encoder(element, type_modifier)
+        return lambda value: [inner(item) for item in value] if isinstance(
+            value, list | tuple) else json_value(value)
+    if type_oid == FLOAT4:
+        return _real
+    if type_oid == TIMESTAMPTZ:
+        digits = precision(type_modifier)
+        return lambda value: zoned_timestamp(value, digits) if isinstance(
+            value, datetime) and value.tzinfo is not None else json_value(value)
+    if type_oid in (TIMESTAMP, TIME) and 0 <= type_modifier <= 3:
+        return _milliseconds
+    return json_value
+
+
+def _real(value: Any) -> Any:
+    if isinstance(value, float) and math.isfinite(value):
+        return shortest_float32(value)
+    return json_value(value)
+
+
+def _milliseconds(value: Any) -> Any:
+    micros = json_value(value)
+    return micros // 1000 if isinstance(micros, int) and not isinstance(micros, bool) else micros
+
+
 def column_json(value: Any, type_oid: int, type_modifier: int = -1) -> Any:
     """One column's value as Debezium writes it, given the column's type OID and modifier."""
-    if value is None or isinstance(value, UnchangedToast):
-        return json_value(value)
-    element = ARRAY_ELEMENTS.get(type_oid)
-    if element is not None and isinstance(value, list | tuple):
-        return [column_json(item, element, type_modifier) for item in value]
-    if type_oid == FLOAT4 and isinstance(value, float) and math.isfinite(value):
-        return shortest_float32(value)
-    if type_oid == TIMESTAMPTZ and isinstance(value, datetime) and value.tzinfo is not None:
-        return zoned_timestamp(value, precision(type_modifier))
-    if type_oid in (TIMESTAMP, TIME) and 0 <= type_modifier <= 3:
-        micros = json_value(value)
-        return micros // 1000 if isinstance(micros, int) else micros
-    return json_value(value)
+    return column_encoder(type_oid, type_modifier)(value)
+
+
+_ENCODERS: dict[int, tuple[Relation, dict[str, Callable[[Any], Any]]]] = {}
+_MAX_RELATIONS = 1024
+
+
+def relation_encoders(relation: Relation) -> dict[str, Callable[[Any], Any]]:
+    """Column name -> encoder of a relation, made once per Relation object (the cache holds
+    the object, so its id cannot be reused while cached)."""
+    cached = _ENCODERS.get(id(relation))
+    if cached is not None and cached[0] is relation:
+        return cached[1]
+    if len(_ENCODERS) >= _MAX_RELATIONS:
+        _ENCODERS.clear()
+    encoders = {c.name: column_encoder(c.type_oid, c.type_modifier) for c in relation.columns}
+    _ENCODERS[id(relation)] = (relation, encoders)
+    return encoders
 
 
 def row_json(row: Mapping[str, Any] | None, relation: Relation | None = None
@@ -161,6 +197,5 @@ def row_json(row: Mapping[str, Any] | None, relation: Relation | None = None
         return None
     if relation is None:
         return {name: json_value(value) for name, value in row.items()}
-    types = {c.name: (c.type_oid, c.type_modifier) for c in relation.columns}
-    return {name: column_json(value, *types[name]) if name in types else json_value(value)
-            for name, value in row.items()}
+    encoders = relation_encoders(relation)
+    return {name: encoders.get(name, json_value)(value) for name, value in row.items()}

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any, Literal, NamedTuple
 
-from edgewise.agents.cdc.debezium_values import column_json, row_json
+from edgewise.agents.cdc.debezium_values import json_value, relation_encoders, row_json
 from edgewise.agents.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Delete,
@@ -125,8 +125,8 @@ def event_key(
         names = relation.key_columns
     if not names:
         return None
-    types = {c.name: (c.type_oid, c.type_modifier) for c in relation.columns}
-    return {name: column_json(row.get(name), *types.get(name, (0, -1))) for name in names}
+    encoders = relation_encoders(relation)
+    return {name: encoders.get(name, json_value)(row.get(name)) for name in names}
 
 
 def source_block(
