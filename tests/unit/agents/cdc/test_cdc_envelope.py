@@ -15,6 +15,7 @@ from edgewise.agents.cdc.debezium_values import (
     UNAVAILABLE_VALUE,
     column_json,
     json_value,
+    relation_encoders,
     row_json,
     shortest_float32,
 )
@@ -114,6 +115,12 @@ def test_shortest_float32_reads_back_as_the_same_float() -> None:
     for number in (0.1, 1e-45, 3.4028234e38, 123456.789, -7.0):
         single = struct.unpack(">f", struct.pack(">f", number))[0]
         assert struct.pack(">f", shortest_float32(single)) == struct.pack(">f", single)
+
+
+def test_a_relations_encoders_are_made_once() -> None:
+    assert relation_encoders(SENSORS) is relation_encoders(SENSORS)
+    twin = Relation(SENSORS.oid, "public", "sensors", "d", SENSORS.columns)
+    assert relation_encoders(twin) is not relation_encoders(SENSORS)  # by object, not value
 
 
 def test_rows_are_typed_by_their_relation() -> None:
