@@ -26,7 +26,8 @@ venv: $(STAMP)
 sysdeps:
 	@bash deploy/sysdeps.sh $(SYSTEM_TOOLS)
 
-# Apache Kafka's jars, resolved by Maven once into the cache (offline after), so tests never wait.
+# Apache Kafka's and Kafka Connect's (with Debezium) jars, resolved by Maven once into the
+# cache (offline after), so tests never wait.
 kafka: venv sysdeps
 	@$(BIN)/edgewise broker --kafka --resolve-only
 

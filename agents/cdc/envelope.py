@@ -14,35 +14,25 @@ As Debezium does, a delete is followed by a tombstone (same key, value ``None``)
 log compaction can drop the row, and an update that changes the primary key becomes a
 delete of the old key, its tombstone and a create of the new key.
 
-Column values are encoded as Debezium's PostgreSQL connector encodes them by default:
-
-- bytea: base64 string (``binary.handling.mode=base64``);
-- numeric: plain decimal string, e.g. ``"-12.3400"`` (``decimal.handling.mode=string``);
-- date: days since 1970-01-01 (``io.debezium.time.Date``);
-- timestamp (no zone): microseconds since 1970-01-01 (``io.debezium.time.MicroTimestamp``;
-  Debezium uses milliseconds for ``timestamp(0..3)``, we always use microseconds);
-- timestamptz: ISO-8601 string in UTC, fraction trimmed, ``"2024-05-01T12:30:00.25Z"``
-  (``io.debezium.time.ZonedTimestamp``);
-- time: microseconds since midnight; interval: microseconds (``MicroTime``/``MicroDuration``);
-- uuid: string; json/jsonb: the JSON text, unparsed (``io.debezium.data.Json``);
-- a TOASTed column an UPDATE did not send: ``"__debezium_unavailable_value"``;
-- float NaN/±Infinity stay Python floats, which orjson writes as ``null``.
+Column values are encoded as Debezium's PostgreSQL connector encodes them
+(:mod:`edgewise.agents.cdc.debezium_values`), and ``source`` carries every field Debezium's
+does (``xmin``, ``origin`` and ``origin_lsn`` are always null here, as Debezium's are
+without ``xmin.fetch.interval.ms`` or a replication origin); ``transaction`` is null, as
+Debezium's is without ``provide.transaction.metadata``.
 """
 
 from __future__ import annotations
 
-import base64
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as time_of_day
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from typing import Any, Literal, NamedTuple
 
+from edgewise.agents.cdc.debezium_values import json_value, relation_encoders, row_json
 from edgewise.agents.cdc.pgoutput import (
+    UNCHANGED_TOAST,
     Delete,
     Insert,
     Relation,
@@ -54,17 +44,13 @@ from edgewise.agents.cdc.pgoutput import (
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import COMPACT, TopicSpec, with_limits
 
-UNAVAILABLE_VALUE = "__debezium_unavailable_value"
-"""Debezium's placeholder for a TOASTed value PostgreSQL did not resend."""
-
-SnapshotMarker = Literal["true", "first", "last", "false"]
+SnapshotMarker = Literal["true", "first", "last", "first_in_data_collection",
+                         "last_in_data_collection", "false"]
 """``source.snapshot``: rows of the initial snapshot say so; streamed changes say "false"."""
 
-_UNIX_EPOCH_DATE = date(1970, 1, 1)
 _UNIX_EPOCH = datetime(1970, 1, 1)
 _UNIX_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _edgewise_version() -> str:
@@ -120,49 +106,6 @@ def cdc_topic_spec(topic: str, settings: Settings) -> TopicSpec:
     return with_limits(TopicSpec(topic, settings.cdc_partitions, COMPACT), settings)
 
 
-def _zoned_timestamp(moment: datetime) -> str:
-    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-    return text.rstrip("0").rstrip(".") + "Z"
-
-
-def json_value(value: Any) -> Any:
-    """One column value in Debezium's JSON encoding (see the module docstring)."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            return _zoned_timestamp(value)
-        return (value - _UNIX_EPOCH) // _MICROSECOND
-    if isinstance(value, date):
-        return (value - _UNIX_EPOCH_DATE).days
-    if isinstance(value, time_of_day):
-        return ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + (
-            value.microsecond
-        )
-    if isinstance(value, timedelta):
-        return value // _MICROSECOND
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, UnchangedToast):
-        return UNAVAILABLE_VALUE
-    if isinstance(value, list | tuple):
-        return [json_value(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(k): json_value(v) for k, v in value.items()}
-    return str(value)
-
-
-def row_json(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A whole row in Debezium's JSON encoding (``before`` / ``after``)."""
-    if row is None:
-        return None
-    return {name: json_value(value) for name, value in row.items()}
-
-
 def event_key(
     relation: Relation, row: Mapping[str, Any], key_columns: Sequence[str] | None = None
 ) -> dict[str, Any] | None:
@@ -182,7 +125,8 @@ def event_key(
         names = relation.key_columns
     if not names:
         return None
-    return {name: json_value(row.get(name)) for name in names}
+    encoders = relation_encoders(relation)
+    return {name: encoders.get(name, json_value)(row.get(name)) for name in names}
 
 
 def source_block(
@@ -193,29 +137,31 @@ def source_block(
 ) -> dict[str, Any]:
     """Debezium's ``source``: who captured the change, where in the WAL, in which tx."""
     last = "null" if position.last_commit_lsn is None else f'"{position.last_commit_lsn}"'
+    micros = _epoch_us(position.commit_time)
     return {
         "version": source.version,
         "connector": "postgresql",
         "name": source.name,
-        "ts_ms": _epoch_ms(position.commit_time),
+        "ts_ms": micros // 1000,
         "snapshot": snapshot,
         "db": source.db,
+        "sequence": f'[{last},"{position.lsn}"]',
+        "ts_us": micros,
+        "ts_ns": micros * 1000,
         "schema": relation.namespace,
         "table": relation.name,
         "txId": position.tx_id,
         "lsn": position.lsn,
-        "sequence": f'[{last},"{position.lsn}"]',
+        "xmin": None,
+        "origin": None,
+        "origin_lsn": None,
     }
 
 
-def _epoch_ms(moment: datetime) -> int:
+def _epoch_us(moment: datetime) -> int:
     if moment.tzinfo is None:
-        return (moment - _UNIX_EPOCH) // _MILLISECOND
-    return (moment - _UNIX_EPOCH_UTC) // _MILLISECOND
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+        return (moment - _UNIX_EPOCH) // _MICROSECOND
+    return (moment - _UNIX_EPOCH_UTC) // _MICROSECOND
 
 
 def _event(
@@ -229,12 +175,16 @@ def _event(
     processed_ms: int | None,
     snapshot: SnapshotMarker = "false",
 ) -> ChangeEvent:
+    processed_us = time.time_ns() // 1000 if processed_ms is None else processed_ms * 1000
     payload = {
-        "before": row_json(before),
-        "after": row_json(after),
+        "before": row_json(before, relation),
+        "after": row_json(after, relation),
         "source": source_block(source, relation, position, snapshot),
+        "transaction": None,
         "op": op,
-        "ts_ms": _now_ms() if processed_ms is None else processed_ms,
+        "ts_ms": processed_us // 1000,
+        "ts_us": processed_us,
+        "ts_ns": processed_us * 1000,
     }
     topic = topic_for(source.name, relation.namespace, relation.name)
     return ChangeEvent(topic, key, {"payload": payload})
@@ -333,6 +283,18 @@ def snapshot_event(
     )
 
 
+def unchanged_from_before(after: dict[str, Any], before: Mapping[str, Any] | None
+                          ) -> dict[str, Any]:
+    """``after`` with the TOASTed values PostgreSQL did not resend taken from ``before``
+    where the old row carries them (REPLICA IDENTITY FULL), as Debezium does; elsewhere they
+    stay :data:`UNCHANGED_TOAST` (written as Debezium's placeholder)."""
+    if before is None:
+        return after
+    return {name: before[name] if isinstance(value, UnchangedToast) and not isinstance(
+        before.get(name, UNCHANGED_TOAST), UnchangedToast) else value
+        for name, value in after.items()}
+
+
 def change_events(
     change: Insert | Update | Delete | Truncate,
     relations: RelationCache,
@@ -360,6 +322,8 @@ def change_events(
     if isinstance(change, Update):
         before = None if change.old is None else relations.decode_tuple(relation.oid, change.old)
         after = relations.decode_tuple(relation.oid, change.new)
+        if change.old_kind == "O":  # the whole old row: it holds what was not resent
+            after = unchanged_from_before(after, before)
         return update_events(source, relation, before, after, position, key_columns=keys,
                              processed_ms=processed_ms)
     before = relations.decode_tuple(relation.oid, change.old)

@@ -17,9 +17,14 @@ bytea               ``bytes``
 date                ``datetime.date``; ±infinity become ``date.max`` / ``date.min``
 timestamp           naive ``datetime.datetime``; ±infinity become ``datetime.max/min``
 timestamptz         ``datetime.datetime`` in UTC
+time                ``datetime.time``
+interval            :class:`PgInterval` (months, days and microseconds kept apart, as
+                    PostgreSQL keeps them: a month has no fixed length)
 uuid                ``uuid.UUID``
 json, jsonb         ``str``, the JSON text: parsing is left to whoever needs the
                     objects, so a pass-through costs nothing and loses nothing
+arrays of these     ``list`` (nested for several dimensions), NULL elements ``None``;
+                    binary format only, the text output stays ``str``
 ==================  ============================================================
 
 Any other type keeps its raw ``bytes`` (binary format) or its ``str`` (text format).
@@ -32,7 +37,8 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -41,9 +47,28 @@ class PgOutputError(ValueError):
     """pgoutput data that is truncated, malformed or not what the protocol allows."""
 
 
+@dataclass(frozen=True, slots=True)
+class PgInterval:
+    """A PostgreSQL interval as it is stored: months, days and microseconds."""
+
+    months: int
+    days: int
+    microseconds: int
+
+
 BOOL, BYTEA, NAME, INT8, INT2, INT4, TEXT, OID, JSON = 16, 17, 19, 20, 21, 23, 25, 26, 114
 FLOAT4, FLOAT8, BPCHAR, VARCHAR, DATE, TIMESTAMP = 700, 701, 1042, 1043, 1082, 1114
 TIMESTAMPTZ, NUMERIC, UUID, JSONB = 1184, 1700, 2950, 3802
+TIME, INTERVAL = 1083, 1186
+
+ARRAY_ELEMENTS: dict[int, int] = {
+    1000: BOOL, 1001: BYTEA, 1003: NAME, 1005: INT2, 1007: INT4, 1009: TEXT, 1014: BPCHAR,
+    1015: VARCHAR, 1016: INT8, 1021: FLOAT4, 1022: FLOAT8, 1028: OID, 1115: TIMESTAMP,
+    1182: DATE, 1183: TIME, 1185: TIMESTAMPTZ, 1187: INTERVAL, 1231: NUMERIC, 2951: UUID,
+    199: JSON, 3807: JSONB,
+}
+"""Array type OID -> element type OID, for the element types decoded here."""
+_MAX_ARRAY_DIMENSIONS = 6  # PostgreSQL's MAXDIM
 
 POSTGRES_EPOCH_DATE = date(2000, 1, 1)
 POSTGRES_EPOCH = datetime(2000, 1, 1)
@@ -133,6 +158,53 @@ def _binary_jsonb(data: bytes) -> str:
     return data[1:].decode()
 
 
+def _binary_time(data: bytes) -> time:
+    (micros,) = struct.unpack(">q", data)
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return time(hour, minute, second, micro)
+
+
+def _binary_interval(data: bytes) -> PgInterval:
+    micros, days, months = struct.unpack(">qii", data)
+    return PgInterval(months, days, micros)
+
+
+def _binary_array(element_oid: int, data: bytes) -> list[Any]:
+    """PostgreSQL's array ``send`` format: dimensions, then each element length-prefixed."""
+    ndim, _flags, element = struct.unpack_from(">iiI", data)
+    if ndim == 0:
+        return []
+    if not 0 < ndim <= _MAX_ARRAY_DIMENSIONS or element != element_oid:
+        raise ValueError(f"array of {ndim} dimensions of type {element}, "
+                         f"expected type {element_oid}")
+    sizes = [struct.unpack_from(">ii", data, 12 + 8 * i)[0] for i in range(ndim)]
+    offset = 12 + 8 * ndim
+    total = 1
+    for size in sizes:
+        total *= size
+    if any(size < 0 for size in sizes) or 4 * total > len(data) - offset:
+        raise ValueError(f"array sizes {sizes} do not fit in {len(data)} bytes")
+    decode = BINARY_DECODERS.get(element_oid, bytes)
+    flat: list[Any] = []
+    for _ in range(total):
+        (length,) = struct.unpack_from(">i", data, offset)
+        offset += 4
+        if length == -1:
+            flat.append(None)
+            continue
+        if length < 0 or offset + length > len(data):
+            raise ValueError("array element runs past the end")
+        flat.append(decode(data[offset : offset + length]))
+        offset += length
+    if offset != len(data):
+        raise ValueError("bytes left after the array's elements")
+    for size in reversed(sizes[1:]):
+        flat = [flat[i : i + size] for i in range(0, len(flat), size)]
+    return flat
+
+
 def _text_bool(text: str) -> bool:
     if text not in ("t", "f"):
         raise ValueError(f"bool text must be 't' or 'f', got {text!r}")
@@ -211,6 +283,8 @@ BINARY_DECODERS: dict[int, Callable[[bytes], Any]] = {
     UUID: lambda data: uuid.UUID(bytes=data),
     JSON: _utf8,
     JSONB: _binary_jsonb,
+    TIME: _binary_time,
+    INTERVAL: _binary_interval,
 }
 """Decoders of the binary ``send`` format, by type OID."""
 
@@ -228,6 +302,7 @@ TEXT_DECODERS: dict[int, Callable[[str], Any]] = {
     TIMESTAMP: _text_timestamp,
     TIMESTAMPTZ: _text_timestamptz,
     UUID: uuid.UUID,
+    TIME: time.fromisoformat,
 }
 """Decoders of the text output format, by type OID; types not listed stay ``str``."""
 
@@ -235,10 +310,11 @@ TEXT_DECODERS: dict[int, Callable[[str], Any]] = {
 def decode_binary_value(type_oid: int, data: bytes) -> Any:
     """One column in binary format; unknown types keep their raw bytes."""
     decoder = BINARY_DECODERS.get(type_oid)
-    if decoder is None:
+    element = ARRAY_ELEMENTS.get(type_oid)
+    if decoder is None and element is None:
         return bytes(data)
     try:
-        return decoder(data)
+        return decoder(data) if decoder is not None else _binary_array(element, data)
     except (ValueError, struct.error, OverflowError, IndexError) as error:
         raise PgOutputError(f"bad binary value for type {type_oid}: {error}") from None
 

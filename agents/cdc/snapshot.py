@@ -3,8 +3,8 @@
 The slot is created *before* the snapshot is read, in one REPEATABLE READ transaction,
 so every change is either in the snapshot or in the stream that follows (a row changed in
 between can be in both: a duplicate, never a loss). Rows come through a cursor a page at a
-time; ``source.snapshot`` says ``first`` on the first row, ``last`` on the last and
-``true`` in between, as Debezium does.
+time; ``source.snapshot`` marks the first and last rows of the snapshot and of each table
+as Debezium does (:func:`snapshot_marker`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from edgewise.agents.cdc.envelope import (
     snapshot_event,
 )
 from edgewise.agents.cdc.pgoutput import Relation
+from edgewise.agents.cdc.pgoutput_values import PgInterval
 from edgewise.agents.cdc.postgres import CapturedTable, qualified_name, relation_from_catalog
 
 SnapshotMode = Literal["initial", "never", "always"]
@@ -61,11 +62,19 @@ def snapshot_query(relation: Relation) -> str:
     return f"SELECT {columns} FROM {qualified_name(relation.namespace, relation.name)}"
 
 
-def snapshot_marker(index: int, is_last: bool) -> SnapshotMarker:
-    """``source.snapshot`` of the ``index``-th row of the whole snapshot."""
-    if is_last:
+def snapshot_marker(first_of_table: bool, last_of_table: bool, first_table: bool,
+                    last_row: bool) -> SnapshotMarker:
+    """``source.snapshot`` of one row: ``first`` and ``last`` for the snapshot's first and
+    last rows, ``first_in_data_collection`` / ``last_in_data_collection`` for the first and
+    last rows of the other tables, ``true`` in between (a table's last row wins over its
+    first, so a one-row snapshot says ``last``)."""
+    if last_row:
         return "last"
-    return "first" if index == 0 else "true"
+    if last_of_table:
+        return "last_in_data_collection"
+    if first_of_table:
+        return "first" if first_table else "first_in_data_collection"
+    return "true"
 
 
 async def _rows(conn: asyncpg.Connection, tables: Sequence[CapturedTable], page_rows: int
@@ -81,20 +90,34 @@ async def snapshot_events(
     page_rows: int,
 ) -> AsyncIterator[ChangeEvent]:
     """Read events for every row of ``tables``, from one consistent transaction."""
+    await read_intervals_whole(conn)
     async with conn.transaction(isolation="repeatable_read"):
         info = await conn.fetchrow(
             "SELECT pg_current_wal_lsn() AS lsn, txid_current() AS txid, now() AS started")
         position = ChangePosition(lsn=int(info["lsn"]), tx_id=int(info["txid"]),
                                   commit_time=info["started"])
         held: tuple[CapturedTable, Relation, dict[str, Any]] | None = None
-        index = 0
+        held_first, tables_seen = False, 0
         async for current in _rows(conn, tables, page_rows):
+            new_table = held is None or current[0] is not held[0]
             if held is not None:
-                yield _read_event(source, held, position, snapshot_marker(index, False))
-                index += 1
-            held = current
+                yield _read_event(source, held, position, snapshot_marker(
+                    held_first, new_table, tables_seen == 1, False))
+            if new_table:
+                tables_seen += 1
+            held, held_first = current, new_table
         if held is not None:
-            yield _read_event(source, held, position, snapshot_marker(index, True))
+            yield _read_event(source, held, position, snapshot_marker(
+                held_first, True, tables_seen == 1, True))
+
+
+async def read_intervals_whole(conn: asyncpg.Connection) -> None:
+    """Have ``conn`` return intervals as :class:`PgInterval`, as pgoutput's are decoded:
+    asyncpg's timedelta would fold months into 30 days (and years into 365)."""
+    await conn.set_type_codec(
+        "interval", schema="pg_catalog", format="tuple",
+        encoder=lambda v: (v.months, v.days, v.microseconds),
+        decoder=lambda parts: PgInterval(*parts))
 
 
 def _read_event(source: CaptureSource, held: tuple[CapturedTable, Relation, dict[str, Any]],

@@ -18,8 +18,7 @@ import numpy as np
 
 from edgewise.app.bench.harness import collect_predictions, send_paced, start_score_worker
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
-from edgewise.app.services.embedded_broker import EmbeddedBroker
+from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics, topic_specs
 from edgewise.app.services.processes import stop_process
 from edgewise.models.digits import train_digits
 from edgewise.models.registry import ModelRegistry
@@ -30,12 +29,13 @@ SETTLE_SECONDS = 5.0
 FAUST_DEFAULT_WAIT_MS = 1500
 
 
-def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Path,
-             rate: float, seconds: float, wait_ms: int) -> dict[str, Any]:
+def _measure(settings: Settings, models: Path, work: Path, rate: float, seconds: float,
+             wait_ms: int) -> dict[str, Any]:
     prefix = f"lat-{wait_ms}-{os.urandom(2).hex()}"
-    create_topics(broker.bootstrap, topic_specs(settings.model_copy(
+    bootstrap = bootstrap_of(settings.broker)
+    create_topics(bootstrap, topic_specs(settings.model_copy(
         update={"topic_prefix": prefix}), [f"{prefix}-score"]))
-    proc = start_score_worker(settings, broker.url, prefix, models, "digits",
+    proc = start_score_worker(settings, settings.broker, prefix, models, "digits",
                               work / f"{prefix}.log", {"EDGEWISE_FETCH_WAIT_MS": str(wait_ms)})
     names = TopicNames(prefix)
     try:
@@ -43,9 +43,9 @@ def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Pat
 
         async def both() -> tuple[int, list[Any]]:
             collect = asyncio.create_task(collect_predictions(
-                broker.bootstrap, names.predictions, int(rate * seconds) - EDGE_BATCH,
+                bootstrap, names.predictions, int(rate * seconds) - EDGE_BATCH,
                 seconds + 30))
-            sent = await send_paced(broker.bootstrap, settings, names.samples, rate, seconds,
+            sent = await send_paced(bootstrap, settings, names.samples, rate, seconds,
                                     EDGE_BATCH, devices=4, seed=6)
             return sent, await collect
 
@@ -66,22 +66,30 @@ def _measure(settings: Settings, broker: EmbeddedBroker, models: Path, work: Pat
 
 
 def bench_latency(settings: Settings, rate: float, seconds: float) -> list[dict[str, Any]]:
-    """Latency at ``rate`` samples/s for edgewise's fetch wait and Faust's default."""
-    with tempfile.TemporaryDirectory(prefix="edgewise-lat-") as tmp, EmbeddedBroker() as broker:
+    """Latency at ``rate`` samples/s for edgewise's fetch wait and Faust's default, on the
+    broker ``settings`` point at (running)."""
+    with tempfile.TemporaryDirectory(prefix="edgewise-lat-") as tmp:
         work = Path(tmp)
-        bench = settings.model_copy(update={"broker": broker.url, "broker_profile": "embedded"})
         trained = train_digits("linear")
         ModelRegistry(work / "models").register("digits", trained.model, algorithm="linear")
         ours = settings.fetch_wait_ms if settings.fetch_wait_ms >= 0 else 20
-        return [_measure(bench, broker, work / "models", work, rate, seconds, wait)
+        return [_measure(settings, work / "models", work, rate, seconds, wait)
                 for wait in (ours, FAUST_DEFAULT_WAIT_MS)]
 
 
-def print_latency(rows: list[dict[str, Any]], rate: float) -> None:
-    print(f"latency at {rate:,.0f} samples/s, edge timestamp to prediction (ms)")
-    print(f"{'config':28} {'samples':>8} {'scored p50':>11} {'scored p99':>11} "
-          f"{'received p50':>13} {'received p99':>13}")
+def print_latency(runs: list[tuple[str, list[dict[str, Any]]]], rate: float) -> None:
+    """One table, the brokers side by side."""
+    print(f"latency at {rate:,.0f} samples/s, edge timestamp to prediction (ms); "
+          "sc = scored by the score stage, rc = received by a consumer")
+    width = 36
+    print(f"{'':28}" + "".join(f"{label:>{width}}" for label, _ in runs))
+    print(f"{'config':28}" + "".join(
+        f"{'samples':>8}{'sc.p50':>7}{'sc.p99':>7}{'rc.p50':>7}{'rc.p99':>7}" for _ in runs))
     labels = ["edgewise (fetch wait {} ms)", "Faust default ({} ms wait)"]
-    for label, r in zip(labels, rows, strict=False):
-        print(f"{label.format(r['fetch_wait_ms']):28} {r['measured']:8} {r['scored_p50']:11.1f} "
-              f"{r['scored_p99']:11.1f} {r['received_p50']:13.1f} {r['received_p99']:13.1f}")
+    for i, label in enumerate(labels):
+        line = f"{label.format(runs[0][1][i]['fetch_wait_ms']):28}"
+        for _, rows in runs:
+            r = rows[i]
+            line += (f"{r['measured']:8}{r['scored_p50']:7.1f}{r['scored_p99']:7.1f}"
+                     f"{r['received_p50']:7.1f}{r['received_p99']:7.1f}")
+        print(line)

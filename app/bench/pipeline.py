@@ -236,18 +236,31 @@ def bench_pipeline(settings: Settings, samples: int) -> dict[str, Any]:
         return result
 
 
-def print_pipeline(r: dict[str, Any]) -> None:
-    print(f"whole hub pipeline ({', '.join(PIPELINE)}) in one worker; broker {r['broker']}")
-    print("samples/s draining a backlog")
-    print(f"{'batch':>6} {'pipeline':>10} {'score alone':>12} {'per-event Faust':>16} "
-          f"{'bar':>8}")
-    for t in r["throughput"]:
-        print(f"{t['batch']:6} {t['pipeline']:10,.0f} {t['score_alone']:12,.0f} "
-              f"{r['per_event']:16,.0f} {t['bar']:8,}")
-    print("edge timestamp to window updated (ms; from the worker's histogram)")
-    print(f"{'rate/s':>8} {'sent':>8} {'p50':>8} {'p99':>8}   largest changelog record (bytes)")
-    for lat in r["latency"]:
-        sizes = ", ".join(f"{k} {v:,}" for k, v in lat["largest_record"].items())
-        p50 = "-" if lat["p50"] is None else f"{lat['p50']:8.1f}"
-        p99 = "-" if lat["p99"] is None else f"{lat['p99']:8.1f}"
-        print(f"{lat['rate']:8,.0f} {lat['sent']:8,} {p50:>8} {p99:>8}   {sizes}")
+def print_pipeline(runs: list[tuple[str, dict[str, Any]]]) -> None:
+    """One table, the brokers side by side."""
+    print(f"whole hub pipeline ({', '.join(PIPELINE)}) in one worker; samples/s draining a "
+          "backlog")
+    width = 41
+    print(f"{'':6}" + "".join(f"{label:>{width}}" for label, _ in runs) + f"{'':>9}")
+    print(f"{'batch':>6}" + "".join(f"{'pipeline':>11}{'score alone':>13}{'per-event Faust':>17}"
+                                    for _ in runs) + f"{'bar':>9}")
+    for i, first in enumerate(runs[0][1]["throughput"]):
+        line = f"{first['batch']:6}"
+        for _, r in runs:
+            t = r["throughput"][i]
+            line += f"{t['pipeline']:11,.0f}{t['score_alone']:13,.0f}{r['per_event']:17,.0f}"
+        print(line + f"{first['bar']:9,}")
+    print("edge timestamp to window updated (ms; from the worker's histogram), and the "
+          "largest changelog record (bytes)")
+    print(f"{'rate/s':>8}" + "".join(f"{label[:20]:>22}" for label, _ in runs)
+          + "   largest record (windows, evaluation, review)")
+    for i, first in enumerate(runs[0][1]["latency"]):
+        line = f"{first['rate']:8,.0f}"
+        for _, r in runs:
+            lat = r["latency"][i]
+            p50 = "-" if lat["p50"] is None else f"{lat['p50']:,.1f}"
+            p99 = "-" if lat["p99"] is None else f"{lat['p99']:,.0f}"
+            line += f"{p50 + ' / ' + p99:>22}"
+        sizes = ", ".join(f"{v:,}" for r in runs[-1:]
+                          for v in r[1]["latency"][i]["largest_record"].values())
+        print(f"{line}   {sizes}")

@@ -1,4 +1,4 @@
-"""``edgewise bench score``: figures side by side, on one broker, in one run.
+"""``edgewise bench score``: figures side by side, per broker (``--broker``), in one run.
 
 For the linear digits model and a 100-tree random forest, samples/s of
   (1) the ceiling, batched ``predict_proba`` with no broker at all;
@@ -14,6 +14,7 @@ import asyncio
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,8 @@ from edgewise.app.bench.harness import (
 )
 from edgewise.app.core import broker_profile
 from edgewise.app.core.settings import Settings
-from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
+from edgewise.app.core.topics import TopicNames, bootstrap_of, create_topics, topic_specs
 from edgewise.app.core.wire import encode_sample_batch
-from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.app.services.processes import stop_process
 from edgewise.models.digits import train_digits
 from edgewise.models.registry import ModelRegistry
@@ -103,13 +103,11 @@ def score_stage(settings: Settings, bootstrap: str, url: str, models: Path, name
 
 
 def bench_score(settings: Settings, samples: int) -> list[dict[str, Any]]:
-    """The three figures for both models; printed as a table by the caller."""
+    """The three figures for both models on the broker ``settings`` point at (running)."""
     rows = []
-    with tempfile.TemporaryDirectory(prefix="edgewise-bench-") as tmp, \
-            EmbeddedBroker() as broker:
+    bootstrap = bootstrap_of(settings.broker)
+    with tempfile.TemporaryDirectory(prefix="edgewise-bench-") as tmp:
         work = Path(tmp)
-        bench_settings = settings.model_copy(update={"broker": broker.url,
-                                                     "broker_profile": "embedded"})
         registry = ModelRegistry(work / "models")
         sim = DigitSimulator(devices=1, batch_size=1, hard_share=0.2, seed=4)
         features = np.concatenate([sim.next_batch(4096).features() for _ in range(25)])
@@ -119,27 +117,35 @@ def bench_score(settings: Settings, samples: int) -> list[dict[str, Any]]:
             registry.register(name, trained.model, algorithm=algorithm)
             ceil = ceiling(trained.model, features.astype(np.float64))
             ceil_big = ceiling(trained.model, features.astype(np.float64), BIG_BATCH)
-            topic = f"naive-{algorithm}"
-            create_topics(broker.bootstrap, [t for t in topic_specs(bench_settings.model_copy(
-                update={"topic_prefix": topic}), []) if t.name.endswith("samples")])
+            topic = f"naive-{algorithm}-{os.urandom(2).hex()}"
+            samples_spec = next(t for t in topic_specs(settings.model_copy(
+                update={"topic_prefix": topic}), []) if t.name.endswith("samples"))
+            # Apache Kafka creates no topic on first use: the naive loop's output too
+            create_topics(bootstrap, [samples_spec,
+                                      replace(samples_spec, name=f"{topic}-out")])
             raw = [(None, orjson.dumps({"id": f"n{i}", "pixels": row.tolist()}))
                    for i, row in enumerate(features[:naive_n].astype(int))]
-            asyncio.run(fill_topic(broker.bootstrap, bench_settings, f"{topic}-samples", raw))
-            naive = asyncio.run(naive_loop(broker.bootstrap, bench_settings, trained.model,
+            asyncio.run(fill_topic(bootstrap, settings, f"{topic}-samples", raw))
+            naive = asyncio.run(naive_loop(bootstrap, settings, trained.model,
                                            f"{topic}-samples", f"{topic}-out", naive_n))
             n = samples or (300_000 if algorithm == "linear" else 150_000)
-            ours = score_stage(bench_settings, broker.bootstrap, broker.url, work / "models",
-                               name, n, work)
+            ours = score_stage(settings, bootstrap, settings.broker, work / "models", name, n,
+                               work)
             rows.append({"model": algorithm, "ceiling": ceil, "ceiling_big": ceil_big,
                          "naive": naive, "edgewise": ours})
     return rows
 
 
-def print_score(rows: list[dict[str, Any]]) -> None:
+def print_score(runs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """One table, the brokers side by side (the ceiling is the first run's: no broker)."""
     print("samples/s; ceiling = predict_proba alone in batches of 512 and of 16,384 rows")
-    print(f"{'model':8} {'ceiling@512':>12} {'ceiling@16k':>12} {'naive loop':>11} "
-          f"{'edgewise':>10} {'vs naive':>9} {'vs ceiling@16k':>15}")
-    for r in rows:
-        print(f"{r['model']:8} {r['ceiling']:12,.0f} {r['ceiling_big']:12,.0f} "
-              f"{r['naive']:11,.0f} {r['edgewise']:10,.0f} {r['edgewise'] / r['naive']:8.0f}x "
-              f"{r['edgewise'] / r['ceiling_big']:15.1%}")
+    width = 32
+    print(f"{'':34}" + "".join(f"{label:>{width}}" for label, _ in runs))
+    print(f"{'model':8} {'ceiling@512':>12} {'ceiling@16k':>12}" + "".join(
+        f"{'naive loop':>11} {'edgewise':>10} {'vs naive':>9}" for _ in runs))
+    for i, first in enumerate(runs[0][1]):
+        line = f"{first['model']:8} {first['ceiling']:12,.0f} {first['ceiling_big']:12,.0f}"
+        for _, rows in runs:
+            r = rows[i]
+            line += f"{r['naive']:11,.0f} {r['edgewise']:10,.0f} {r['edgewise'] / r['naive']:8.0f}x"
+        print(line)

@@ -43,7 +43,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if args.resolve_only:
+        from edgewise.app.services.kafka_connect import connect_classpath
+
         print(f"Apache Kafka jars in {kafka_classpath(settings.kafka_cache_dir)}")
+        print(f"Kafka Connect and Debezium jars in {connect_classpath(settings.kafka_cache_dir)}")
         return 0
     if args.kafka and args.port:
         raise CliError("--port is for the embedded broker; Apache Kafka takes free ports")
@@ -106,9 +109,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edgewise.app.bench.brokers import BrokerChoiceError
     from edgewise.app.bench.command import bench_command
 
-    return bench_command(settings_from(args), args.what, args)
+    choice, args.broker = args.broker, None  # not a settings value: a bench's own choice
+    try:
+        return bench_command(settings_from(args), args.what, args, choice)
+    except BrokerChoiceError as exc:
+        raise CliError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Apache Kafka (KRaft, needs java; jars resolved by mvn once)")
     p.add_argument("--nodes", type=int, default=1, choices=[1, 3], help="--kafka: nodes")
     p.add_argument("--resolve-only", action="store_true",
-                   help="resolve Apache Kafka's jars into the cache and exit")
+                   help="resolve Apache Kafka's and Kafka Connect's (with Debezium) jars "
+                        "into the cache and exit")
     p.add_argument("--app-id", action="append", help="also create this app's table topics")
     p = add("train", cmd_train, "train a model and register a new version")
     p.add_argument("model", choices=["digits"])
@@ -152,8 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("topic")
     p.add_argument("--limit", type=int, default=0, help="stop after N messages")
     p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
-    p = add("bench", cmd_bench, "benchmarks that print figures side by side")
+    p = add("bench", cmd_bench, "benchmarks that print figures side by side", broker=False)
     p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos"])
+    p.add_argument("--broker", metavar="BROKER",
+                   help="tansu (embedded), kafka (a local Apache Kafka started here), "
+                        "kafka://host:port, both (side by side), or auto (default: both "
+                        "when java is on PATH, else tansu)")
+    p.add_argument("--vs", choices=["debezium"],
+                   help="cdc: Debezium's connector in Kafka Connect beside edgewise's capture")
     p.add_argument("--samples", type=int, default=0, help="samples per measurement")
     p.add_argument("--rate", type=float, default=1000.0, help="latency: samples per second")
     p.add_argument("--seconds", type=float, default=10.0, help="latency: run length")

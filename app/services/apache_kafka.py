@@ -47,32 +47,44 @@ def require_tools(*tools: str) -> None:
 
 def kafka_classpath(cache_root: Path = DEFAULT_CACHE, version: str = KAFKA_VERSION,
                     pom: Path = DEPLOY_DIR / "broker" / "pom.xml") -> Path:
-    """The directory of the broker's jars, resolved by Maven when the cache lacks it.
+    """The directory of the broker's jars, resolved by Maven when the cache lacks it."""
+    return maven_classpath(cache_root.expanduser() / version, pom, "kafka_2.13-*.jar",
+                           {"kafka.version": version}, f"Apache Kafka {version}")
+
+
+def maven_classpath(target: Path, pom: Path, expected: str, properties: dict[str, str],
+                    what: str) -> Path:
+    """``target``, filled with the jars ``pom`` depends on, by Maven when it is not yet.
 
     Resolution goes to a scratch directory renamed into place, under a lock, so that two
     processes resolving at once (or one interrupted) never leave a half-filled cache behind.
+    Maven is asked offline first (a warm local repository needs no network), then online.
+    ``expected`` is a glob that must match a resolved jar.
     """
-    target = cache_root.expanduser() / version
     if (target / COMPLETE).exists():
         return target
     require_tools("java", "mvn")
     if not pom.exists():
-        raise KafkaError(f"the broker pom {pom} is missing: Kafka is resolved from a source "
+        raise KafkaError(f"the pom {pom} is missing: {what} is resolved from a source "
                          "checkout of edgewise")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{version}.lock", "w") as lock:
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / COMPLETE).exists():
             return target
-        scratch = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
-        command = ["mvn", "-q", "-B", "-f", str(pom), f"-Dkafka.version={version}",
+        scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        defines = [f"-D{name}={value}" for name, value in properties.items()]
+        command = ["mvn", "-q", "-B", "-f", str(pom), *defines,
                    "dependency:copy-dependencies", f"-DoutputDirectory={scratch}"]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not any(scratch.glob("kafka_2.13-*.jar")):
+        for attempt in (["-o"], []):
+            result = subprocess.run([*command[:1], *attempt, *command[1:]],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode == 0 and any(scratch.glob(expected)):
+                break
+        else:
             shutil.rmtree(scratch, ignore_errors=True)
             tail = (result.stdout + result.stderr).strip().splitlines()[-5:]
-            raise KafkaError(f"mvn could not resolve Apache Kafka {version}: "
-                             + " | ".join(tail))
+            raise KafkaError(f"mvn could not resolve {what}: " + " | ".join(tail))
         (scratch / COMPLETE).touch()
         shutil.rmtree(target, ignore_errors=True)
         scratch.rename(target)

@@ -285,11 +285,14 @@ async def test_envelopes_field_by_field(db: asyncpg.Connection) -> None:
         source = payload["source"]
         commit_ms = (begin.commit_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
             milliseconds=1)
+        commit_us = (begin.commit_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+            microseconds=1)
         assert source == {
             "version": "test", "connector": "postgresql", "name": "edgewise",
-            "ts_ms": commit_ms, "snapshot": "false", "db": "postgres", "schema": "public",
-            "table": "readings", "txId": row.xid, "lsn": row.lsn,
-            "sequence": source["sequence"],
+            "ts_ms": commit_ms, "snapshot": "false", "db": "postgres",
+            "sequence": source["sequence"], "ts_us": commit_us, "ts_ns": commit_us * 1000,
+            "schema": "public", "table": "readings", "txId": row.xid, "lsn": row.lsn,
+            "xmin": None, "origin": None, "origin_lsn": None,
         }
         assert orjson.loads(source["sequence"])[1] == str(row.lsn)
 
@@ -297,7 +300,7 @@ async def test_envelopes_field_by_field(db: asyncpg.Connection) -> None:
     assert first is not None and first["payload"]["before"] is None
     assert first["payload"]["after"] == {
         "id": 1, "label": "zürich ✓", "payload": "AAH/", "amount": "12345.6789",
-        "seen_at": "2024-05-01T12:30:00.25Z", "ok": True, "score": 0.1,
+        "seen_at": "2024-05-01T12:30:00.250000Z", "ok": True, "score": 0.1,
         "meta": '{"a": [1, 2], "b": null}',
     }
     assert orjson.loads(events[0][2].value["payload"]["source"]["sequence"])[0] is None

@@ -127,9 +127,14 @@ def test_needs_snapshot(mode: str, created: bool, completed: bool, expected: boo
     assert needs_snapshot(mode, created, completed) is expected  # type: ignore[arg-type]
 
 
-def test_snapshot_markers_say_first_true_last() -> None:
-    assert [snapshot_marker(i, i == 3) for i in range(4)] == ["first", "true", "true", "last"]
-    assert snapshot_marker(0, True) == "last"
+def test_snapshot_markers_say_first_true_last_per_table_as_debezium() -> None:
+    tables = [(t, i) for t, rows in enumerate((3, 2, 1)) for i in range(rows)]
+    markers = [snapshot_marker(i == 0, n + 1 == len(tables) or tables[n + 1][0] != t,
+                               t == 0, n + 1 == len(tables))
+               for n, (t, i) in enumerate(tables)]
+    assert markers == ["first", "true", "last_in_data_collection",
+                       "first_in_data_collection", "last_in_data_collection", "last"]
+    assert snapshot_marker(True, True, True, True) == "last"
 
 
 def test_snapshot_query_quotes_every_name() -> None:

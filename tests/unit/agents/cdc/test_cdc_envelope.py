@@ -11,8 +11,15 @@ from typing import Any
 import orjson
 import pytest
 
-from edgewise.agents.cdc.envelope import (
+from edgewise.agents.cdc.debezium_values import (
     UNAVAILABLE_VALUE,
+    column_json,
+    json_value,
+    relation_encoders,
+    row_json,
+    shortest_float32,
+)
+from edgewise.agents.cdc.envelope import (
     CaptureSource,
     ChangeEvent,
     ChangePosition,
@@ -20,7 +27,6 @@ from edgewise.agents.cdc.envelope import (
     delete_events,
     event_key,
     insert_event,
-    json_value,
     snapshot_event,
     topic_for,
     truncate_event,
@@ -37,6 +43,7 @@ from edgewise.agents.cdc.pgoutput import (
     Truncate,
     Update,
 )
+from edgewise.agents.cdc.pgoutput_values import PgInterval
 
 SOURCE = CaptureSource(name="edge", db="plant", version="9.9")
 COMMITTED = datetime(2024, 5, 1, 12, 30, 0, 250000, tzinfo=UTC)
@@ -58,15 +65,18 @@ def test_topic_for() -> None:
     [
         (None, None), (True, True), (7, 7), (0.25, 0.25), ("zürich", "zürich"),
         (Decimal("-12.3400"), "-12.3400"), (Decimal("1E-7"), "0.0000001"),
-        (Decimal("1E+3"), "1000"), (Decimal("NaN"), "NaN"),
+        (Decimal("1E+3"), "1000"), (Decimal("NaN"), "NAN"),
+        (Decimal("Infinity"), "POSITIVE_INFINITY"), (Decimal("-Infinity"), "NEGATIVE_INFINITY"),
+        (float("nan"), "NaN"), (float("inf"), "Infinity"), (float("-inf"), "-Infinity"),
         (b"\x00\x01\xff", "AAH/"), (memoryview(b"hi"), "aGk="), (b"", ""),
         (date(1970, 1, 2), 1), (date(1969, 12, 31), -1),
         (datetime(1970, 1, 1, 0, 0, 1, 5), 1_000_005),  # timestamp: µs since epoch
-        (COMMITTED, "2024-05-01T12:30:00.25Z"),  # timestamptz: ISO in UTC
+        (COMMITTED, "2024-05-01T12:30:00.250000Z"),  # timestamptz: ISO in UTC, 6 digits
         (datetime(2024, 5, 1, 14, 30, tzinfo=timezone(timedelta(hours=2))),
-         "2024-05-01T12:30:00Z"),
+         "2024-05-01T12:30:00.000000Z"),
         (datetime(2024, 5, 1, 12, 30, 0, 1, tzinfo=UTC), "2024-05-01T12:30:00.000001Z"),
-        (datetime(10, 1, 1, 0, 0, 10, tzinfo=UTC), "0010-01-01T00:00:10Z"),
+        (datetime(10, 1, 1, 0, 0, 10, tzinfo=UTC), "0010-01-01T00:00:10.000000Z"),
+        (PgInterval(1, 2, 3), 2_629_800_000_000 + 2 * 86_400_000_000 + 3),
         (time(1, 0, 0, 7), 3_600_000_007), (timedelta(seconds=2, microseconds=3), 2_000_003),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
         (UNCHANGED_TOAST, UNAVAILABLE_VALUE),
@@ -76,6 +86,49 @@ def test_topic_for() -> None:
 def test_json_value(value: Any, encoded: Any) -> None:
     assert json_value(value) == encoded
     orjson.dumps(json_value(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "type_oid", "modifier", "encoded"),
+    [
+        (struct.unpack(">f", struct.pack(">f", 1.1))[0], 700, -1, 1.1),  # real: as Java
+        (struct.unpack(">f", struct.pack(">f", -3.4e38))[0], 700, -1, -3.4e38),
+        (float("nan"), 700, -1, "NaN"),
+        (datetime(2024, 5, 1, 12, 30, 0, 123456), 1114, 3, 1714566600123),  # timestamp(3): ms
+        (datetime(2024, 5, 1, 12, 30, 0, 123456), 1114, -1, 1714566600123456),
+        (datetime(1969, 12, 31, 23, 59, 59, 999000), 1114, 3, -1),
+        (COMMITTED, 1184, 0, "2024-05-01T12:30:00Z"),  # timestamptz(0): no fraction
+        (COMMITTED, 1184, 3, "2024-05-01T12:30:00.250Z"),
+        (time(8, 15, 0, 123000), 1083, 3, 29_700_123),  # time(3): ms
+        (time(8, 15, 0, 123000), 1083, -1, 29_700_123_000),
+        ([struct.unpack(">f", struct.pack(">f", 0.1))[0], None], 1021, -1, [0.1, None]),
+        ([Decimal("1.50")], 1231, -1, ["1.50"]),
+        (UNCHANGED_TOAST, 25, -1, UNAVAILABLE_VALUE),
+    ],
+)
+def test_column_json_follows_the_column_type(value: Any, type_oid: int, modifier: int,
+                                             encoded: Any) -> None:
+    assert column_json(value, type_oid, modifier) == encoded
+
+
+def test_shortest_float32_reads_back_as_the_same_float() -> None:
+    for number in (0.1, 1e-45, 3.4028234e38, 123456.789, -7.0):
+        single = struct.unpack(">f", struct.pack(">f", number))[0]
+        assert struct.pack(">f", shortest_float32(single)) == struct.pack(">f", single)
+
+
+def test_a_relations_encoders_are_made_once() -> None:
+    assert relation_encoders(SENSORS) is relation_encoders(SENSORS)
+    twin = Relation(SENSORS.oid, "public", "sensors", "d", SENSORS.columns)
+    assert relation_encoders(twin) is not relation_encoders(SENSORS)  # by object, not value
+
+
+def test_rows_are_typed_by_their_relation() -> None:
+    relation = Relation(1, "public", "r", "d", (
+        RelationColumn("id", 23, -1, is_key=True), RelationColumn("at", 1114, 3, is_key=False)))
+    row = {"id": 1, "at": datetime(1970, 1, 1, 0, 0, 1, 500)}
+    assert row_json(row, relation) == {"id": 1, "at": 1000}
+    assert row_json(row) == {"id": 1, "at": 1_000_500}
 
 
 def test_key_is_the_flagged_columns_by_default() -> None:
@@ -106,11 +159,14 @@ def test_insert_event_shape() -> None:
         "after": ROW,
         "source": {
             "version": "9.9", "connector": "postgresql", "name": "edge",
-            "ts_ms": 1714566600250, "snapshot": "false", "db": "plant", "schema": "public",
-            "table": "sensors", "txId": 777, "lsn": 5000, "sequence": '["4000","5000"]',
+            "ts_ms": 1714566600250, "snapshot": "false", "db": "plant",
+            "sequence": '["4000","5000"]', "ts_us": 1714566600250000,
+            "ts_ns": 1714566600250000000, "schema": "public", "table": "sensors",
+            "txId": 777, "lsn": 5000, "xmin": None, "origin": None, "origin_lsn": None,
         },
+        "transaction": None,
         "op": "c",
-        "ts_ms": 123,
+        "ts_ms": 123, "ts_us": 123_000, "ts_ns": 123_000_000,
     }
 
 

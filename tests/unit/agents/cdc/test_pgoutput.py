@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import struct
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,8 +36,10 @@ from edgewise.agents.cdc.pgoutput import (
     lsn_to_text,
 )
 from edgewise.agents.cdc.pgoutput_values import (
+    ARRAY_ELEMENTS,
     BINARY_DECODERS,
     TEXT_DECODERS,
+    PgInterval,
     decode_binary_value,
     decode_text_value,
 )
@@ -238,7 +240,7 @@ def test_mangled_messages_only_ever_raise_pgoutput_error() -> None:
 
 def test_random_column_bytes_only_ever_raise_pgoutput_error() -> None:
     rng = random.Random(7)
-    for type_oid in sorted(set(BINARY_DECODERS) | set(TEXT_DECODERS)):
+    for type_oid in sorted(set(BINARY_DECODERS) | set(TEXT_DECODERS) | set(ARRAY_ELEMENTS)):
         for _ in range(500):
             data = rng.randbytes(rng.choice((0, 1, 2, 4, 8, 10, 12, 16, 17)))
             for decode in (decode_binary_value, decode_text_value):
@@ -292,7 +294,14 @@ def numeric(weight: int, sign: int, dscale: int, *digits: int) -> bytes:
         (2950, uuid.UUID(int=0x1234).bytes, uuid.UUID(int=0x1234)),
         (114, b'{"a": [1, 2]}', '{"a": [1, 2]}'),
         (3802, b'\x01{"a": [1, 2]}', '{"a": [1, 2]}'),
-        (1186, b"\x00\x01raw", b"\x00\x01raw"),  # interval: not decoded, raw bytes kept
+        (1186, struct.pack(">qii", 5, -2, 14), PgInterval(14, -2, 5)),
+        (1083, struct.pack(">q", 45_000_500_000), time(12, 30, 0, 500_000)),
+        (1007, struct.pack(">iiIii", 1, 1, 23, 3, 1) + struct.pack(">ii", 4, 1)
+         + struct.pack(">ii", 4, 2) + struct.pack(">i", -1), [1, 2, None]),
+        (1009, struct.pack(">iiI", 0, 0, 25), []),
+        (1007, struct.pack(">iiIiiii", 2, 0, 23, 2, 1, 1, 1) + struct.pack(">ii", 4, 7)
+         + struct.pack(">ii", 4, 8), [[7], [8]]),
+        (1790, b"\x00\x01raw", b"\x00\x01raw"),  # refcursor: not decoded, raw bytes kept
     ],
 )
 def test_binary_values(type_oid: int, data: bytes, expected: Any) -> None:
