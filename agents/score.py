@@ -93,6 +93,7 @@ async def score_and_send(
         totals.correct += int((result.labels[known] == result.true_labels[known]).sum())
         totals.per_device[result.device] += len(result)
         ctx.metrics.observe_latencies(result.latency_ms)
+        ctx.metrics.observe_confidence(result.confidence)
         await ctx.send(STAGE, ctx.names.predictions, result.device.encode(),
                        encode_prediction_batch(result), ctx.names.samples)
     ctx.count(STAGE, events_out=len(results), samples=sum(len(r) for r in results))

@@ -16,6 +16,8 @@ LATENCY_BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 1000
 #: Finer where the promise is (p99 within 150 ms), for edge time to the window updated.
 WINDOW_BUCKETS_MS = (5, 10, 15, 20, 30, 40, 50, 60, 75, 100, 125, 150, 200, 300, 500, 1000,
                      2000, 5000, 10000, 30000)
+#: Top-1 probability of each prediction, for the dashboard's confidence distribution.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
 @dataclass
@@ -60,6 +62,10 @@ class StageMetrics:
             "edgewise_window_latency_ms", "edge timestamp to the window table updated, ms",
             buckets=WINDOW_BUCKETS_MS, registry=self.registry,
         )
+        self.confidence = Histogram(
+            "edgewise_confidence", "top-1 probability of each prediction",
+            buckets=CONFIDENCE_BUCKETS, registry=self.registry,
+        )
         self.low_confidence = Counter(
             "edgewise_low_confidence", "predictions routed to review", registry=self.registry
         )
@@ -74,6 +80,17 @@ class StageMetrics:
         values = np.asarray(latency_ms, dtype=np.float64)
         hist = hist if hist is not None else self.score_latency
         bounds = LATENCY_BUCKETS_MS if hist is self.score_latency else WINDOW_BUCKETS_MS
+        self.observe_many(hist, bounds, values)
+
+    def observe_confidence(self, confidence: Any) -> None:
+        """Add a batch's top-1 probabilities to the confidence histogram."""
+        self.observe_many(self.confidence, CONFIDENCE_BUCKETS,
+                          np.asarray(confidence, dtype=np.float64))
+
+    @staticmethod
+    def observe_many(hist: Histogram, bounds: tuple[float, ...], values: np.ndarray) -> None:
+        """Add many values to a histogram with array maths (its own buckets, when the
+        client library's layout is the one expected; else one by one)."""
         buckets = getattr(hist, "_buckets", None)
         if buckets is None or len(buckets) != len(bounds) + 1:
             for value in values:

@@ -202,6 +202,31 @@ class Settings(BaseSettings):
         1e-6, gt=0, lt=1, description="probability used when the true class is not in the top-k"
     )
 
+    corrections_max_items: int = Field(
+        10_000, ge=1, description="corrections kept, all partitions (each its share); oldest "
+        "evicted first"
+    )
+    corrections_max_age_seconds: float = Field(
+        30 * 86_400.0, gt=0, description="corrections older than this (made at the hub) are "
+        "evicted"
+    )
+
+    # HTTP views: write token, fan-out to the other workers
+    api_token: SecretStr = Field(
+        SecretStr(""), description="token write endpoints require (Authorization: Bearer); "
+        "empty: none"
+    )
+    api_token_reads: bool = Field(
+        False, description="reads (views, dashboard) need the token too; default open"
+    )
+    peer_urls: str = Field(
+        "", description="comma-separated view URLs of workers of other groups the dashboard "
+        "also asks"
+    )
+    fanout_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="how long the dashboard waits for each peer's part"
+    )
+
     # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
@@ -266,6 +291,14 @@ class Settings(BaseSettings):
             raise ValueError("must be 'embedded' or start with kafka://")
         return value
 
+    @field_validator("peer_urls")
+    @classmethod
+    def _peer_urls(cls, value: str) -> str:
+        for url in filter(None, (u.strip() for u in value.split(","))):
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"peer URL {url[:80]!r} must start with http:// or https://")
+        return value
+
     @model_validator(mode="after")
     def _skew_within_horizon(self) -> Settings:
         skew = self.max_future_skew_seconds
@@ -291,6 +324,11 @@ class Settings(BaseSettings):
         """
         skew = self.max_future_skew_seconds
         return self.window_horizon_seconds / 2 if skew == -1 else skew
+
+    @property
+    def peers(self) -> list[str]:
+        """The configured peer URLs, without a trailing slash."""
+        return [u.strip().rstrip("/") for u in self.peer_urls.split(",") if u.strip()]
 
     @property
     def embedded(self) -> bool:

@@ -45,6 +45,7 @@ STAGE_TABLES: dict[str, tuple[str, ...]] = {
     "review": ("review_queue",),
     "evaluate": ("evaluation",),
     "edge_metrics": ("site_metrics",),
+    "correct": ("corrections",),
 }
 
 
@@ -69,6 +70,11 @@ class TopicNames:
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}-dead-letters"
+
+    @property
+    def corrections(self) -> str:
+        """True labels people set at the correction station, keyed by sample id."""
+        return f"{self.prefix}-corrections"
 
     @property
     def model_updates(self) -> str:
@@ -106,6 +112,9 @@ def topic_specs(settings: Settings, app_ids: Iterable[str] = ()) -> list[TopicSp
         TopicSpec(names.predictions, parts, delete),
         TopicSpec(names.review, parts, delete),
         TopicSpec(names.dead_letters, parts, delete),
+        # co-partitioned with review (same key, same count): a correction reaches the worker
+        # holding its item; compacted, so the last correction of each sample is kept
+        TopicSpec(names.corrections, parts, compact),
         TopicSpec(names.model_updates, 1, delete),
         TopicSpec(names.faces, parts, delete),
         TopicSpec(names.edge_metrics, parts, delete),
