@@ -13,8 +13,10 @@ table (``tables.review_index``), not sorted per request.
 from __future__ import annotations
 
 import base64
+import heapq
 import math
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +35,14 @@ TABLE = "review_queue"
 MAX_LIMIT = 1000
 #: Room for an item's fields other than its inline pixels (ids, model, top-k, reason, URL).
 MAX_FIELDS_BYTES = 16_384
+ORDERS = ("confidence", "margin")
+#: The queue of each app, for the stages beside review that settle its items (correct).
+_QUEUES: weakref.WeakKeyDictionary[Any, ReviewQueue] = weakref.WeakKeyDictionary()
+
+
+def queue_for(app: Any) -> ReviewQueue | None:
+    """The review queue of ``app``, when its worker runs the review stage."""
+    return _QUEUES.get(app)
 
 
 def max_item_bytes(max_image_bytes: int) -> int:
@@ -73,6 +83,9 @@ class ReviewQueue:
         self.max_image_bytes = settings.review_max_image_bytes
         self.clock = clock
         self.evicted = 0
+        #: True for a sample whose item is settled (corrected): a late copy of its item
+        #: (a replay, the image sink's copy with its URL) must not queue it again.
+        self.settled: Callable[[str], bool] = lambda key: False
 
     def keep(self, item: dict[str, Any], partition: int) -> list[str]:
         """Put one item (bounded) into the table, then evict what its partition holds beyond
@@ -80,6 +93,8 @@ class ReviewQueue:
         writes go to the partition of the event being processed, which is the item's."""
         item = bound_item(item, self.max_image_bytes)
         key = item["id"]
+        if self.settled(key):
+            return []
         existing = self.table.get(key)
         now = self.clock()
         queued_at = existing.get("queued_at", now) if isinstance(existing, dict) else now
@@ -93,6 +108,15 @@ class ReviewQueue:
         self.evicted += len(evicted)
         return evicted
 
+    def resolve(self, key: str) -> bool:
+        """Take a settled item out of the queue; True if it was there. Like ``keep``, must
+        run inside a stream of the item's partition (the tombstone goes there)."""
+        self.index.discard(key)
+        if self.table.get(key) is None:
+            return False
+        del self.table[key]
+        return True
+
     def rebuild(self) -> None:
         """The order again from the table (its keys change on recovery and rebalance)."""
         self.index.rebuild(self.table.items())
@@ -103,6 +127,17 @@ class ReviewQueue:
         keys = self.index.page(offset, limit, now, self.max_age)
         items = [v for v in (self.table.get(k) for k in keys) if v is not None]
         return items, self.index.live_count(now, self.max_age)
+
+    def page_by_margin(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of items, smallest top-2 margin first: a pass over the table (the index
+        keeps the confidence order only), so the cost grows with the queue, not its square."""
+        now = self.clock()
+        cutoff = now - self.max_age
+        live = (v for v in self.table.values()
+                if isinstance(v, dict) and float(v.get("queued_at", now)) >= cutoff)
+        best = heapq.nsmallest(offset + limit, live,
+                               key=lambda v: (float(v.get("margin", 1.0)), v["id"]))
+        return best[offset:], self.index.live_count(now, self.max_age)
 
 
 def _whole_number(request: Any, name: str, default: str, low: int, high: int) -> int:
@@ -122,6 +157,7 @@ def define(ctx: StageContext) -> ReviewQueue:
         help="predictions waiting for a person, keyed by sample id",
     )
     queue = ReviewQueue(table, ctx.settings)
+    _QUEUES[ctx.app] = queue
     store = store_for(ctx.settings)
 
     @table.on_recover
@@ -136,9 +172,15 @@ def define(ctx: StageContext) -> ReviewQueue:
     async def review(web: Any, request: Any) -> Any:
         limit = _whole_number(request, "limit", "50", 1, MAX_LIMIT)
         offset = _whole_number(request, "offset", "0", 0, 10 ** 9)
-        items, queued = queue.page(offset, limit)
+        order = request.query.get("order", "confidence")
+        if order not in ORDERS:
+            raise aioweb.HTTPBadRequest(text=f"order must be one of {', '.join(ORDERS)}")
+        if order == "margin":
+            items, queued = queue.page_by_margin(offset, limit)
+        else:
+            items, queued = queue.page(offset, limit)
         items = [{**item, "image": f"/api/review/{item['id']}/image"} for item in items]
-        return web.json({"items": items, "count": len(items), "offset": offset,
+        return web.json({"items": items, "count": len(items), "offset": offset, "order": order,
                          "queued": queued, "evicted": queue.evicted})
 
     @ctx.app.page("/api/review/{item_id}/image")

@@ -17,7 +17,8 @@ from edgewise.app.run import views
 
 #: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
 STAGES = (
-    "simulate", "score", "route", "review", "aggregate", "evaluate", "image_sink", "edge_metrics",
+    "simulate", "score", "route", "review", "correct", "aggregate", "evaluate", "image_sink",
+    "edge_metrics",
 )
 
 #: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
@@ -27,6 +28,7 @@ STAGE_MODULES: dict[str, str] = {
     "score": "edgewise.agents.score",
     "route": "edgewise.agents.route",
     "review": "edgewise.agents.review",
+    "correct": "edgewise.agents.correct",  # after review: it settles review's items
     "aggregate": "edgewise.agents.aggregate",
     "cdc": "edgewise.agents.cdc.capture",
     "cdc_transform": "edgewise.agents.cdc.transform",
