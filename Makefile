@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := deploy/constraints.txt
 EXTRAS := cdc,edge,test
-SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql java:openjdk-17-jre-headless mvn:maven
+SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql java:openjdk-17-jre-headless mvn:maven chromium:chromium
 DURATION ?=
 comma := ,
 
