@@ -43,7 +43,7 @@ const edgewise = (() => {
   function pct(value) { return value === null || value === undefined ? "–" : (100 * value).toFixed(1) + "%"; }
   function tokenBox(input) {
     input.value = token();
-    input.addEventListener("change", () => setToken(input.value.trim()));
+    input.addEventListener("change", () => { setToken(input.value.trim()); input.blur(); });
   }
   return { token, setToken, headers, getJSON, postJSON, imageURL, el, fmt, pct, tokenBox };
 })();
