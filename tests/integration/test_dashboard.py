@@ -1,12 +1,15 @@
 """The fleet views and corrections across two real workers on the embedded broker: the
 dashboard's fan-out shows every device of both, a peer that does not answer is named, a
 correction POSTed to either worker settles the item for every worker and counts toward
-corrected accuracy, and the token and body checks answer 401, 400, 404 and 413."""
+corrected accuracy, and the token and body checks answer 401, 400, 404 and 413 (1,000
+hostile bodies, each with its reason, and the worker stays up)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import random
 import statistics
 import time
 import urllib.error
@@ -22,6 +25,7 @@ from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import encode_sample_batch
 from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.app.services.processes import free_port
+from tests.fixtures.hostile import hostile_correction_request
 from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_worker
 
 pytestmark = pytest.mark.integration
@@ -132,6 +136,15 @@ def test_fleet_views_and_corrections_across_two_workers(
         status, answer = call(second, "/api/corrections", {"id": "no-such-sample", "label": 1})
         assert (status, answer["error"]) == (404, "unknown_sample")
         assert call(first, "/api/corrections", raw=b" " * 5000)[0] == 413
+        rng = random.Random(10)
+        answers = collections.Counter()
+        for _ in range(1000):  # hostile bodies: each refused with its reason, nothing lost
+            body, reason = hostile_correction_request(rng)
+            status, answer = call(first, "/api/corrections", raw=body)
+            assert (status, answer["error"]) == (413 if reason == "oversize" else 400,
+                                                 reason), (body[:200], answer)
+            answers[reason] += 1
+        assert len(answers) == 7 and first.get("/healthz")["status"] == "ok"
         assert review_ids(first) == pending, "a refused write changed nothing"
 
         # a correction POSTed to the worker that does not hold the item is forwarded to it

@@ -3,9 +3,14 @@ table), a late copy of the item does not queue it again, taking it back queues i
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from edgewise.agents.correct import settle
 from edgewise.app.core.corrections import CorrectionRequest, new_correction
-from edgewise.app.core.settings import load_settings
+from edgewise.app.core.settings import SettingsError, load_settings
+from edgewise.app.run.factory import create_app
 from edgewise.tables.corrections import CorrectionStore
 from edgewise.tables.review_queue import ReviewQueue
 from tests.unit.tables.test_review_queue import Clock, FakeTable, item
@@ -61,3 +66,12 @@ def test_the_queue_pages_by_margin_too() -> None:
     assert [i["id"] for i in queue.page_by_margin(0, 2)[0]] == ["b", "c"]
     assert [i["id"] for i in queue.page_by_margin(1, 5)[0]] == ["c", "a"]
     assert [i["id"] for i in queue.page(0, 3)[0]] == ["a", "c", "b"]
+
+
+def test_the_stage_refuses_to_run_without_review_beside_it(tmp_path: Path) -> None:
+    settings = load_settings(broker="kafka://127.0.0.1:1", data_dir=tmp_path,
+                             broker_profile="kafka")
+    with pytest.raises(SettingsError, match="--stage review --stage correct"):
+        create_app(settings, ["correct"], web_port=6066)
+    app, _ = create_app(settings, ["correct", "review"], web_port=6066)  # any order
+    assert "corrections" in app.tables and "review_queue" in app.tables

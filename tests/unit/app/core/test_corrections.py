@@ -4,11 +4,14 @@ every refusal a reason."""
 from __future__ import annotations
 
 import base64
+import random
 import time
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgewise.app.core.corrections import (
     MAX_REQUEST_BYTES,
@@ -19,6 +22,7 @@ from edgewise.app.core.corrections import (
     parse_correction_request,
 )
 from edgewise.app.core.frames import BadInput
+from tests.fixtures.hostile import hostile_correction_request
 
 NOW = 1_800_000_000.0
 
@@ -114,3 +118,22 @@ def test_a_record_missing_a_field_is_refused() -> None:
     del record["predicted"]
     with pytest.raises(BadInput, match="predicted"):
         parse_correction(orjson.dumps(record), 10**6, now=time.time())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.randoms(use_true_random=False))
+def test_hostile_requests_are_refused_with_the_reason_they_were_made_for(
+        rng: random.Random) -> None:
+    body, reason = hostile_correction_request(rng)
+    with pytest.raises(BadInput) as caught:
+        parse_correction_request(body)
+    assert caught.value.reason == reason, (body[:200], caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_a_request_or_bad_input_never_a_crash(body: bytes) -> None:
+    try:
+        parse_correction_request(body)
+    except BadInput:
+        pass
