@@ -176,7 +176,8 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
         port = settings.web_port or free_port(settings.web_host)
         app, ctx = create_app(settings, list(STAGES), web_port=port)
         base = f"http://{settings.web_host}:{port}"
-        print(f"edgewise demo: broker {url}\n  devices  {base}/api/devices\n"
+        print(f"edgewise demo: broker {url}\n  dashboard {base}/\n"
+              f"  station  {base}/review\n  devices  {base}/api/devices\n"
               f"  windows  {base}/api/devices/device-000/windows?kind=tumbling\n"
               f"  review   {base}/api/review?limit=20\n  accuracy {base}/api/evaluation\n"
               f"  models   {base}/api/models\n"
