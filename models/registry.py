@@ -142,3 +142,93 @@ class ModelRegistry:
             )
         model = sio.load(artifact, trusted=untrusted)
         return model, meta
+
+
+PROMOTED = "promoted.json"
+DECISION = "decision.json"
+#: Promotions remembered per model (rollback walks back through them).
+MAX_PROMOTIONS = 100
+
+
+class PromotionLog:
+    """Which version of a model is promoted (served), and the promotions before it.
+
+    Kept in ``<root>/<name>/promoted.json``, replaced atomically. With no promotion yet the
+    newest registered version is served, as before promotions existed; a candidate must
+    therefore be registered only after the served version was pinned (``pin``).
+    """
+
+    def __init__(self, registry: ModelRegistry, name: str) -> None:
+        self.registry = registry
+        self.name = name
+        self.path = registry.root / name / PROMOTED
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            doc = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"version": None, "history": []}
+        except ValueError as exc:
+            raise RegistryError(f"{self.path} is unreadable: {exc}") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("history"), list):
+            raise RegistryError(f"{self.path} is not a promotion log")
+        return doc
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        doc["history"] = doc["history"][-MAX_PROMOTIONS:]
+        staging = self.path.with_name(f".{PROMOTED}.{os.getpid()}")
+        staging.write_text(json.dumps(doc, indent=2))
+        os.replace(staging, self.path)
+
+    def served(self) -> int | None:
+        """The promoted version, or the newest registered one when none was promoted."""
+        version = self._read()["version"]
+        return int(version) if version is not None else self.registry.latest(self.name)
+
+    def history(self) -> list[dict[str, Any]]:
+        return list(self._read()["history"])
+
+    def pin(self) -> int | None:
+        """Record the version served now as promoted, if nothing was promoted yet."""
+        doc = self._read()
+        if doc["version"] is None and self.registry.latest(self.name) is not None:
+            return self.promote(int(self.registry.latest(self.name)), "served before "
+                                "promotions were recorded")
+        return self.served()
+
+    def promote(self, version: int, reason: str) -> int:
+        """Serve ``version`` from now on (it must load: sha256 and types checked)."""
+        self.registry.load(self.name, version)
+        doc = self._read()
+        doc["version"] = int(version)
+        doc["history"].append({"version": int(version), "at": time.time(), "reason": reason})
+        self._write(doc)
+        return int(version)
+
+    def rollback(self, reason: str = "rollback") -> int:
+        """Serve again the version promoted before the current one."""
+        doc = self._read()
+        current = doc["version"]
+        earlier = [h["version"] for h in doc["history"] if h["version"] != current]
+        if current is None or not earlier:
+            raise RegistryError(f"model {self.name}: no earlier promoted version to roll "
+                                "back to")
+        return self.promote(int(earlier[-1]), reason)
+
+
+def record_decision(registry: ModelRegistry, name: str, version: int,
+                    decision: dict[str, Any]) -> None:
+    """Keep what was decided about a version (promoted or rejected, why, on which data and
+    figures) beside its metadata, which stays as registered."""
+    path = registry.root / name / str(version) / DECISION
+    staging = path.with_name(f".{DECISION}.{os.getpid()}")
+    staging.write_text(json.dumps(decision, indent=2))
+    os.replace(staging, path)
+
+
+def read_decision(registry: ModelRegistry, name: str, version: int) -> dict[str, Any] | None:
+    """What was decided about a version, if anything."""
+    try:
+        return json.loads((registry.root / name / str(version) / DECISION).read_text())
+    except (FileNotFoundError, ValueError):
+        return None

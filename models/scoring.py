@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.core.records import PredictionBatch, SampleBatch
-from edgewise.models.registry import ModelMeta, ModelRegistry
+from edgewise.models.registry import ModelMeta, ModelRegistry, PromotionLog
 
 log = logging.getLogger("edgewise.score")
 
@@ -50,7 +50,7 @@ def score_rows(model: Any, features: np.ndarray, top_k: int) -> Scores:
 
 
 class ModelHolder:
-    """The model being served, swapped when the registry has a newer version."""
+    """The model being served, swapped when another version is promoted."""
 
     def __init__(self, registry: ModelRegistry, name: str) -> None:
         self.registry = registry
@@ -59,11 +59,13 @@ class ModelHolder:
         self.meta: ModelMeta | None = None
 
     def refresh(self) -> bool:
-        """Load the newest version if it is not the one served; True when swapped."""
-        latest = self.registry.latest(self.name)
-        if latest is None or (self.meta is not None and self.meta.version == latest):
+        """Load the promoted version (the newest when none was promoted) if it is not the
+        one served; True when swapped. A candidate registered but not promoted is not
+        served; a rollback swaps back."""
+        wanted = PromotionLog(self.registry, self.name).served()
+        if wanted is None or (self.meta is not None and self.meta.version == wanted):
             return False
-        model, meta = self.registry.load(self.name, latest)
+        model, meta = self.registry.load(self.name, wanted)
         self.model, self.meta = model, meta
         log.warning("score: serving model %s v%d", meta.name, meta.version)
         return True

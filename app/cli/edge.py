@@ -74,20 +74,16 @@ def cmd_bridge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_model_update(args: argparse.Namespace) -> int:
-    """Announce a model version on the model-updates topic (score workers and edges)."""
+def announce_model_version(settings: Settings, update: dict[str, Any]) -> None:
+    """Send ``update`` ({model, version[, site, device]}) on the model-updates topic: score
+    workers refresh from the registry, bridges ship the version to the edges."""
     from aiokafka import AIOKafkaProducer
 
     from edgewise.app.core import broker_profile
     from edgewise.app.core.topics import TopicNames, bootstrap_of
     from edgewise.app.run.runner import broker_for
 
-    settings = settings_from(args)
-    update = {k: v for k, v in (("model", args.model or settings.model_name),
-                                ("version", args.version), ("site", args.site),
-                                ("device", args.device)) if v is not None}
-
-    async def send() -> None:
+    async def send(settings: Settings) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap_of(settings.broker),
                                     **broker_profile.producer_options(settings))
         await producer.start()
@@ -97,8 +93,17 @@ def cmd_model_update(args: argparse.Namespace) -> int:
         finally:
             await producer.stop()
 
-    with broker_for(settings, []) as settings:
-        asyncio.run(send())
+    with broker_for(settings, []) as ready:
+        asyncio.run(send(ready))
+
+
+def cmd_model_update(args: argparse.Namespace) -> int:
+    """Announce a model version on the model-updates topic (score workers and edges)."""
+    settings = settings_from(args)
+    update = {k: v for k, v in (("model", args.model or settings.model_name),
+                                ("version", args.version), ("site", args.site),
+                                ("device", args.device)) if v is not None}
+    announce_model_version(settings, update)
     print(f"announced {orjson.dumps(update).decode()}", file=sys.stderr)
     return 0
 

@@ -211,6 +211,18 @@ class Settings(BaseSettings):
         "evicted"
     )
 
+    retrain_every_corrections: int = Field(
+        50, ge=1, le=10_000_000, description="the retrain stage trains a candidate after this "
+        "many new corrections"
+    )
+    retrain_min_interval_seconds: float = Field(
+        60.0, ge=0, description="and not sooner than this after its last training"
+    )
+    retrain_margin: float = Field(
+        0.01, ge=0, le=1, description="a candidate is promoted only if not worse than the "
+        "served model by more than this"
+    )
+
     # HTTP views: write token, fan-out to the other workers
     api_token: SecretStr = Field(
         SecretStr(""), description="token write endpoints require (Authorization: Bearer); "

@@ -29,6 +29,7 @@ STAGE_MODULES: dict[str, str] = {
     "route": "edgewise.agents.route",
     "review": "edgewise.agents.review",
     "correct": "edgewise.agents.correct",  # after review: it settles review's items
+    "retrain": "edgewise.agents.retrain",
     "aggregate": "edgewise.agents.aggregate",
     "cdc": "edgewise.agents.cdc.capture",
     "cdc_transform": "edgewise.agents.cdc.transform",

@@ -10,7 +10,7 @@ from aiohttp import web as aioweb
 from edgewise.app.core.api_auth import read_allowed, write_allowed
 from edgewise.app.core.context import StageContext
 from edgewise.app.run import dashboard_views
-from edgewise.models.registry import ModelRegistry
+from edgewise.models.registry import ModelRegistry, PromotionLog, read_decision
 
 #: Always open: health checks, and the pages themselves (their scripts send the token).
 OPEN_PATHS = frozenset({"/healthz", *dashboard_views.PAGES})
@@ -62,8 +62,11 @@ def define(ctx: StageContext, stages: list[str]) -> None:
         serving = holder.meta.version if holder and holder.meta else None
         listing = []
         for name in registry.names():
+            promoted = PromotionLog(registry, name).served()
             for version in registry.versions(name):
                 meta = registry.meta(name, version).to_dict()
                 meta["serving"] = name == ctx.settings.model_name and version == serving
+                meta["promoted"] = version == promoted
+                meta["decision"] = read_decision(registry, name, version)
                 listing.append(meta)
         return web.json({"models": listing})
