@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -32,6 +33,12 @@ from edgewise.models.retrain import correction_rows, gate, latest_corrections, t
 
 STAGE = "retrain"
 log = logging.getLogger("edgewise.retrain")
+_STATUS: weakref.WeakKeyDictionary[Any, RetrainStatus] = weakref.WeakKeyDictionary()
+
+
+def status_for(app: Any) -> RetrainStatus | None:
+    """The retrain stage's status in ``app``, when its worker runs the stage."""
+    return _STATUS.get(app)
 
 
 class NothingToLearn(RuntimeError):
@@ -127,6 +134,7 @@ def register(ctx: StageContext) -> None:
     """Attach the retrain agent and ``/api/retrain``."""
     settings = ctx.settings
     status = RetrainStatus()
+    _STATUS[ctx.app] = status
     source = ctx.names.corrections
     decode = partial(parse_correction, max_bytes=settings.max_message_bytes,
                      future_skew=settings.future_skew_seconds)

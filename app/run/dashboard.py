@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
+from edgewise.agents.retrain import status_for
 from edgewise.app.core.context import StageContext
 from edgewise.tables import corrections as corrections_table
 from edgewise.tables import evaluation, review_queue, windows
@@ -124,6 +126,9 @@ def local_part(ctx: StageContext, stages: list[str]) -> dict[str, Any]:
     store = corrections_table.store_for(app)
     part["corrections"] = ({**store.counts(), "evicted": store.evicted,
                             "raw": store.accuracy.raw()} if store is not None else None)
+    status = status_for(app)
+    part["retrain"] = ({**asdict(status), "every": s.retrain_every_corrections}
+                       if status is not None else None)
     site_table = tables.get("site_metrics")
     part["sites"] = ([{"site": site, "devices": len(state["devices"]),
                        "newest": (site_windows(state) or [{}])[0].get("total")}
@@ -167,6 +172,7 @@ def merge_dashboard(parts: list[dict[str, Any]], settings: Any) -> dict[str, Any
     corrected_parts = []
     corrections = {"corrected": 0, "held": 0, "evicted": 0}
     sites: list[dict[str, Any]] = []
+    retraining: list[dict[str, Any]] = []
     for part in parts:
         if part.get("windows"):
             size = part["windows"]["size"]
@@ -203,6 +209,8 @@ def merge_dashboard(parts: list[dict[str, Any]], settings: Any) -> dict[str, Any
             for name in corrections:
                 corrections[name] += part["corrections"][name]
         sites += part.get("sites") or []
+        if part.get("retrain"):
+            retraining.append({**part["retrain"], "worker": part.get("url")})
     starts = sorted(fleet, key=float, reverse=True)[:settings.windows_kept + 1]
     recent = windows.empty_stats()
     for start in starts:
@@ -248,4 +256,5 @@ def merge_dashboard(parts: list[dict[str, Any]], settings: Any) -> dict[str, Any
         "review": {"queued": queued, "evicted": evicted},
         "corrections": corrections,
         "samples_by_stage": samples,
+        "retrain": retraining,
     }

@@ -9,7 +9,7 @@ from aiohttp import web as aioweb
 
 from edgewise.app.core.api_auth import read_allowed, write_allowed
 from edgewise.app.core.context import StageContext
-from edgewise.app.run import dashboard_views
+from edgewise.app.run import dashboard_views, model_views
 from edgewise.models.registry import ModelRegistry, PromotionLog, read_decision
 
 #: Always open: health checks, and the pages themselves (their scripts send the token).
@@ -46,6 +46,7 @@ def define(ctx: StageContext, stages: list[str]) -> None:
     registry = ModelRegistry(ctx.settings.models_dir)
     ctx.app.web.web_app.middlewares.append(token_middleware(ctx.settings))
     dashboard_views.define(ctx, stages)
+    model_views.define(ctx)
 
     @ctx.app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -132,7 +132,16 @@ def test_dashboard_and_correction_station_in_chromium(
         model = get(worker, "/api/dashboard")["accuracy"]["corrections"]["digits:1"]
         assert model["count"] == 1
         page.wait_for_function("document.getElementById('corrected').textContent === '1'")
-        assert not errors, errors
+
+        # the models card: the served version, and a rollback with nothing to go back to
+        page.goto(base + "/")
+        page.wait_for_selector("#versions tr[data-model-version='1']")
+        assert "served" in page.inner_text("#versions tr[data-model-version='1']")
+        page.click("#rollback")
+        page.wait_for_function("document.getElementById('model-message').textContent"
+                               ".includes('409')")
+        refused = "the server responded with a status of 409"  # the rollback asked above
+        assert not [e for e in errors if refused not in e], errors
     finally:
         page.close()
         worker.stop()

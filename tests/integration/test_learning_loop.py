@@ -2,7 +2,7 @@
 POSTed at the station reach the retrain stage (its own worker and group), which trains a
 candidate after N of them, records the decision in the registry and promotes it; the hub's
 score stage then serves the new version without a restart, and a rollback brings the old
-one back the same way."""
+one back the same way (from the CLI, and promotion again from the dashboard's view)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,11 @@ def test_corrections_train_a_candidate_that_is_promoted_served_and_rolled_back(
                               env={**_os_env(), **env}, timeout=60)
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         wait_for("the hub back on v1", lambda: serving(hub) == 1, timeout=30)
+        status, answer = call(hub, "/api/models/promote", {"version": 2})  # the dashboard's
+        assert (status, answer["served"]) == (200, 2), answer
+        wait_for("the hub on v2 again", lambda: serving(hub) == 2, timeout=30)
+        status, answer = call(hub, "/api/models/promote", {"version": 9})
+        assert (status, answer["error"]) == (404, "refused"), answer
     finally:
         hub.stop()
         trainer.stop()

@@ -71,10 +71,49 @@
     }));
   }
 
+  function retrainStatus(view) {
+    const runs = view.retrain || [];
+    if (!runs.length) return;
+    $("retrain-status").replaceChildren(...runs.map(r => {
+      const last = r.last ? `last: v${r.last.version} ${r.last.decision} (${r.last.reason})` : "no candidate yet";
+      return el("div", { class: r.error ? "bad" : "" },
+        `${r.state}; ${r.since_last}/${r.every} new corrections toward the next candidate; ${last}` +
+        (r.error ? `; error: ${r.error}` : ""));
+    }));
+  }
+
+  async function changeModel(path, body) {
+    const answer = await edgewise.postJSON(path, body);
+    $("model-message").textContent = answer.status === 200 ? `serving v${answer.body.served}`
+      : `refused (${answer.status}): ${answer.body.error || ""} ${answer.body.detail || ""}`;
+    $("model-message").className = "message " + (answer.status === 200 ? "ok" : "bad");
+    versions();
+  }
+  $("rollback").addEventListener("click", () => changeModel("/api/models/rollback", {}));
+
+  async function versions() {
+    try {
+      const listing = (await edgewise.getJSON("/api/models")).models;
+      $("versions").tBodies[0].replaceChildren(...listing.slice().reverse().slice(0, 20).map(m => {
+        const d = m.decision || {};
+        const button = el("button", { "data-version": String(m.version) }, "promote");
+        button.addEventListener("click", () => changeModel("/api/models/promote", { version: m.version }));
+        const data = m.training_data || {};
+        return el("tr", { "data-model-version": String(m.version) },
+          el("td", {}, `${m.name} v${m.version}`), el("td", {}, pct(m.metrics.accuracy)),
+          el("td", {}, data.corrections !== undefined ? `${data.base_train_rows} base + ${data.corrections} corrections` : `${data.train_rows || "?"} rows`),
+          el("td", { title: d.reason || "" , class: d.decision === "rejected" ? "bad" : "" }, d.decision || "–"),
+          el("td", {}, m.promoted ? "served" : ""), el("td", {}, m.promoted ? "" : button));
+      }));
+    } catch (err) { /* the figures above say when workers are missing */ }
+  }
+  versions();
+  setInterval(versions, 3000);
+
   async function poll() {
     try {
       const view = await edgewise.getJSON("/api/dashboard");
-      workers(view); figures(view); drawCharts(view); tables(view);
+      workers(view); figures(view); drawCharts(view); tables(view); retrainStatus(view);
       setText("updated", new Date().toLocaleTimeString("en-GB"));
       document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
     } catch (err) {
