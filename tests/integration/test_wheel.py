@@ -1,6 +1,7 @@
 """A wheel built from the tree, installed in a fresh virtual environment, imports every module
-and runs the ``edgewise`` command: a package missing from pyproject's list would be missing
-from the wheel, silently, while the editable install still found it."""
+and runs the ``edgewise`` command: a package (or the dashboard's files) missing from
+pyproject's lists would be missing from the wheel, silently, while the editable install still
+found it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edgewise.app.run.dashboard_views import STATIC_FILES
 from tests.unit.test_layers import MODULES
 
 pytestmark = pytest.mark.integration
@@ -40,6 +42,8 @@ def test_wheel_installs_every_module(tmp_path: Path) -> None:
         if f"{p}.py" not in in_wheel and f"{p}/__init__.py" not in in_wheel)
     assert not missing, f"modules missing from the wheel: {missing}"
     assert all(n.startswith(("edgewise/", "edgewise-")) for n in names), "a second top name"
+    pages = {f"edgewise/app/run/static/{name}" for name in STATIC_FILES}
+    assert pages <= names, f"the dashboard's files missing from the wheel: {pages - names}"
 
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
