@@ -1,4 +1,4 @@
-"""The fleet views and corrections across two real workers on the embedded broker: the
+"""The fleet views and corrections across two real workers, on Tansu and on Apache Kafka: the
 dashboard's fan-out shows every device of both, a peer that does not answer is named, a
 correction POSTed to either worker settles the item for every worker and counts toward
 corrected accuracy, and the token and body checks answer 401, 400, 404 and 413 (1,000
@@ -23,8 +23,8 @@ from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import encode_sample_batch
-from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.app.services.processes import free_port
+from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.hostile import hostile_correction_request
 from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_worker
 
@@ -70,13 +70,13 @@ def review_ids(worker: WorkerProcess) -> set[str]:
 
 
 def test_fleet_views_and_corrections_across_two_workers(
-    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str
+    broker: BrokerUnderTest, models_dir: Path, tmp_path: Path, unique_prefix: str
 ) -> None:
     settings = Settings(models_dir=models_dir, data_dir=tmp_path, topic_prefix=unique_prefix,
                         app_id=unique_prefix, partitions=4)
     app_id = f"{unique_prefix}-{'-'.join(sorted(STAGES))}"
-    create_topics(embedded_broker.bootstrap, topic_specs(settings, [app_id]))
-    env = env_for(settings, embedded_broker.url, unique_prefix, tumbling_seconds=60,
+    create_topics(broker.bootstrap, topic_specs(settings, [app_id]))
+    env = env_for(settings, broker.url, unique_prefix, tumbling_seconds=60,
                   api_token=TOKEN)
     dead_peer = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     first = start_worker(env, STAGES, tmp_path / "w1.log")
@@ -89,7 +89,7 @@ def test_fleet_views_and_corrections_across_two_workers(
         batches = [sim.next_batch() for _ in range(24)]
         devices = sorted({b.device for b in batches})
         total = sum(len(b) for b in batches)
-        asyncio.run(produce(embedded_broker.bootstrap, TopicNames(unique_prefix).samples,
+        asyncio.run(produce(broker.bootstrap, TopicNames(unique_prefix).samples,
                             [(b.device.encode(), encode_sample_batch(b)) for b in batches]))
 
         # every device of both workers, from either, though each holds only its own
