@@ -1,8 +1,9 @@
 """The corrections table: the latest correction of each reviewed sample, keyed by sample id,
 and the accuracy per model version the corrections say (derived from the table in memory).
 
-Last correction wins, by the time the hub made it (``corrected_at``); the same record
-again (a replay) changes nothing, and an older one arriving after a newer one is ignored.
+Last correction wins, by the time the hub made it (``corrected_at``, ties broken by the
+label); the same record again (a replay) changes nothing, and an older one arriving after a
+newer one is ignored, so any order of delivery ends in the same table.
 Taking a correction back leaves a record with ``label: null`` rather than deleting the
 key, so that a replayed older correction cannot come back to life; the record keeps the
 review item, so the station can put it in the queue again.
@@ -108,6 +109,13 @@ def corrected_view(raw: dict[str, Any], window: float, kept: int) -> dict[str, A
     return models
 
 
+def order_key(record: dict[str, Any]) -> tuple[float, int]:
+    """Which of two corrections of a sample stands: the later one; at the very same time,
+    the larger label (a taking back counts as -1), so any order of delivery ends alike."""
+    label = record.get("label")
+    return float(record["corrected_at"]), -1 if label is None else int(label)
+
+
 @dataclass(frozen=True)
 class Applied:
     """What one record did: ``set``, ``retracted``, or ``unchanged`` (a replay, an older
@@ -146,13 +154,9 @@ class CorrectionStore:
         stream: table writes go to the partition of the event, which is the record's."""
         key = record["id"]
         previous = self.table.get(key)
-        if isinstance(previous, dict):
-            newer = previous["corrected_at"] > record["corrected_at"]
-            same = (previous["corrected_at"] == record["corrected_at"]
-                    and previous.get("label") == record.get("label"))
-            if newer or same:
-                return Applied("unchanged", previous, [])
-        elif record.get("label") is None:
+        if isinstance(previous, dict) and order_key(previous) >= order_key(record):
+            return Applied("unchanged", previous, [])  # the same again, or older
+        if not isinstance(previous, dict) and record.get("label") is None:
             return Applied("unchanged", None, [])  # nothing to take back
         if isinstance(previous, dict):
             self.accuracy.add(previous, -1)

@@ -124,3 +124,16 @@ def test_tallies_of_several_workers_add_up() -> None:
     merged = merge_corrected([one.accuracy.raw(), two.accuracy.raw()])
     assert (merged["digits:1"]["count"], merged["digits:1"]["correct"]) == (2, 1)
     assert merged["digits:2"]["count"] == 1
+
+
+def test_any_delivery_order_ends_in_the_same_table() -> None:
+    records = [record("a", 5, NOW), record("a", 2, NOW), record("a", None, NOW + 1),
+               record("a", 7, NOW + 1), record("a", 1, NOW - 5)]
+    ends = set()
+    for _ in range(30):
+        random.shuffle(records)
+        s, table, _ = store()
+        for r in records:
+            s.apply(r, 0)
+        ends.add((table["a"]["label"], table["a"]["corrected_at"]))
+    assert ends == {(7, NOW + 1)}
