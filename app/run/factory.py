@@ -17,8 +17,8 @@ from edgewise.app.run import views
 
 #: The digits pipeline's stages, in topology order: what ``edgewise demo`` runs.
 STAGES = (
-    "simulate", "score", "route", "review", "correct", "aggregate", "evaluate", "image_sink",
-    "edge_metrics",
+    "simulate", "score", "route", "review", "correct", "retrain", "aggregate", "evaluate",
+    "image_sink", "edge_metrics",
 )
 
 #: Every stage a worker can run, and the module whose ``register(ctx)`` attaches it.
