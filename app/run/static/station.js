@@ -90,6 +90,10 @@
         say(`${item.id}: true label ${label} (the model said ${item.label})`);
         document.body.dataset.lastCorrection = `${item.id}:${label}`;
         next();
+      } else if (answer.status === 404) {  // gone meanwhile (corrected elsewhere, evicted)
+        skipped.add(item.id);
+        say(`${item.id} is no longer waiting: ${answer.body.detail || ""}`, true);
+        next();
       } else {
         say(`not accepted (${answer.status}): ${answer.body.error || ""} ${answer.body.detail || ""}`, true);
       }
