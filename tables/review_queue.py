@@ -86,6 +86,7 @@ class ReviewQueue:
         #: True for a sample whose item is settled (corrected): a late copy of its item
         #: (a replay, the image sink's copy with its URL) must not queue it again.
         self.settled: Callable[[str], bool] = lambda key: False
+        self.store: ImageStore | None = None  # where items' stored images are (the view's)
 
     def keep(self, item: dict[str, Any], partition: int) -> list[str]:
         """Put one item (bounded) into the table, then evict what its partition holds beyond
@@ -116,6 +117,19 @@ class ReviewQueue:
             return False
         del self.table[key]
         return True
+
+    async def image(self, item_id: str) -> bytes:
+        """The PNG of a queued item held here; HTTPNotFound saying why there is none."""
+        item = self.table.get(item_id)
+        if item is None:
+            raise aioweb.HTTPNotFound(text=f"no review item {item_id[:80]}")
+        if self.store is None:
+            raise aioweb.HTTPServiceUnavailable(text="this queue has no image store")
+        try:
+            return await review_image_bytes(item, self.store)
+        except (ObjectNotFound, BadInput) as exc:
+            raise aioweb.HTTPNotFound(
+                text=f"no image for review item {item_id[:80]}: {exc}") from None
 
     def rebuild(self) -> None:
         """The order again from the table (its keys change on recovery and rebalance)."""
@@ -159,6 +173,7 @@ def define(ctx: StageContext) -> ReviewQueue:
     queue = ReviewQueue(table, ctx.settings)
     _QUEUES[ctx.app] = queue
     store = store_for(ctx.settings)
+    queue.store = store
 
     @table.on_recover
     async def rebuild_order() -> None:
@@ -186,14 +201,7 @@ def define(ctx: StageContext) -> ReviewQueue:
     @ctx.app.page("/api/review/{item_id}/image")
     @ctx.app.table_route(table=table, match_info="item_id")
     async def review_image(web: Any, request: Any, item_id: str) -> Any:
-        item = table.get(item_id)
-        if item is None:
-            raise aioweb.HTTPNotFound(text=f"no review item {item_id}")
-        try:
-            body = await review_image_bytes(item, store)
-        except (ObjectNotFound, BadInput) as exc:
-            raise aioweb.HTTPNotFound(text=f"no image for review item {item_id}: {exc}") from None
-        return web.bytes(body, content_type="image/png")
+        return web.bytes(await queue.image(item_id), content_type="image/png")
 
     return queue
 

@@ -20,7 +20,7 @@ from aiohttp import web as aioweb
 
 from edgewise.app.core.api_auth import auth_headers
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.peers import base_url
+from edgewise.app.core.peers import base_url, same_worker
 from edgewise.app.run.dashboard import local_part, merge_dashboard
 from edgewise.app.run.fanout import (
     answered,
@@ -135,10 +135,13 @@ def define(ctx: StageContext, stages: list[str]) -> None:
 
     @app.page("/api/fleet/review/{item_id}/image")
     async def fleet_review_image(web: Any, request: Any, item_id: str) -> Any:
+        queue = review_queue.queue_for(app)
         try:  # straight to the owner: Faust's own forwarding reads bodies as text
             owner = base_url(app.router.key_store(review_queue.TABLE, item_id))
         except (KeyError, LookupError):  # no assignment known, or no review table here
             owner = own()
+        if queue is not None and same_worker(owner, own()):
+            return web.bytes(await queue.image(item_id), content_type="image/png")
         try:
             status, body = await fetch(f"{owner}/api/review/{quote(item_id, safe='')}/image",
                                        settings.fanout_timeout_seconds)
