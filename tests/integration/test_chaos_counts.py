@@ -93,7 +93,11 @@ def test_sigkilled_pipeline_worker_leaves_exact_counts(
             restarts += 1
         await sending
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except BaseException:
+        worker.stop()
+        raise
     total = sum(len(b) for b in batches)
     # the truth: samples per device and tumbling window, and what the model says of each
     truth: dict[str, Counter[float]] = {}
