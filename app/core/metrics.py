@@ -73,6 +73,11 @@ class StageMetrics:
             "edgewise_low_confidence_rate", "share of predictions routed to review",
             registry=self.registry,
         )
+        self.consumer_lag = Gauge(
+            "edgewise_consumer_lag", "records of a partition this worker's consumer group has "
+            "not committed yet (end offset - committed offset), read from the broker",
+            ["group", "stage", "topic", "partition"], registry=self.registry,
+        )
 
     def observe_latencies(self, latency_ms: Any, hist: Histogram | None = None) -> None:
         """Add a whole batch of latencies to a histogram (the score latency by default) with
