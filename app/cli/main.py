@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "edgewise.app.cli.db",
     "edgewise.app.cli.edge",
     "edgewise.app.cli.retrain",
+    "edgewise.app.cli.status",
 )
 
 

@@ -93,7 +93,7 @@ def evaluation_part(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
 def metrics_part(ctx: StageContext) -> dict[str, Any]:
     """Counters and histograms of this worker's stages, as plain numbers."""
     out: dict[str, Any] = {"samples": {}, "dead_letters": {}, "confidence": {},
-                           "score_latency": {}}
+                           "score_latency": {}, "consumer_lag": {}}
     for metric in ctx.metrics.registry.collect():
         for sample in metric.samples:
             if sample.name == "edgewise_samples_total":
@@ -105,7 +105,26 @@ def metrics_part(ctx: StageContext) -> dict[str, Any]:
                 out["confidence"][sample.labels["le"]] = sample.value
             elif sample.name == "edgewise_score_latency_ms_bucket":
                 out["score_latency"][sample.labels["le"]] = sample.value
+            elif sample.name == "edgewise_consumer_lag":
+                group = out["consumer_lag"].setdefault(sample.labels["group"], {})
+                group[f"{sample.labels['topic']}[{sample.labels['partition']}]"] = sample.value
     return out
+
+
+def merge_lag(readings: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Every group's lag per partition and in total. Replicas of a group read the same
+    offsets from the broker, so a partition counts once (the largest reading, the one
+    taken last when they differ by a commit)."""
+    groups: dict[str, dict[str, float]] = {}
+    for reading in readings:
+        for group, partitions in reading.items():
+            into = groups.setdefault(group, {})
+            for partition, lag in partitions.items():
+                into[partition] = max(into.get(partition, 0), lag)
+    return {"groups": {g: {"total": int(sum(p.values())),
+                           "partitions": {k: int(v) for k, v in sorted(p.items())}}
+                       for g, p in sorted(groups.items())},
+            "total": int(sum(v for p in groups.values() for v in p.values()))}
 
 
 def local_part(ctx: StageContext, stages: list[str]) -> dict[str, Any]:
@@ -173,6 +192,7 @@ def merge_dashboard(parts: list[dict[str, Any]], settings: Any) -> dict[str, Any
     corrections = {"corrected": 0, "held": 0, "evicted": 0}
     sites: list[dict[str, Any]] = []
     retraining: list[dict[str, Any]] = []
+    lag_readings = [(part.get("metrics") or {}).get("consumer_lag", {}) for part in parts]
     for part in parts:
         if part.get("windows"):
             size = part["windows"]["size"]
@@ -257,4 +277,5 @@ def merge_dashboard(parts: list[dict[str, Any]], settings: Any) -> dict[str, Any
         "corrections": corrections,
         "samples_by_stage": samples,
         "retrain": retraining,
+        "consumer_lag": merge_lag(lag_readings),
     }

@@ -30,6 +30,7 @@ from edgewise.app.run.fanout import (
     parts,
     peer_list,
 )
+from edgewise.app.run.lag_export import export_for
 from edgewise.tables import review_queue
 
 STATIC = Path(__file__).with_name("static")
@@ -97,10 +98,12 @@ def define(ctx: StageContext, stages: list[str]) -> None:
 
     @app.page("/api/local/dashboard")
     async def local_dashboard(web: Any, request: Any) -> Any:
+        await export_for(ctx, stages).refresh()
         return web.json(local_part(ctx, stages))
 
     @app.page("/api/dashboard")
     async def dashboard(web: Any, request: Any) -> Any:
+        await export_for(ctx, stages).refresh()
         answers = await ask_peers(workers(), own(), "/api/local/dashboard",
                                   lambda: local_part(ctx, stages), fetch,
                                   settings.fanout_timeout_seconds)

@@ -9,7 +9,7 @@ from aiohttp import web as aioweb
 
 from edgewise.app.core.api_auth import read_allowed, write_allowed
 from edgewise.app.core.context import StageContext
-from edgewise.app.run import dashboard_views, model_views
+from edgewise.app.run import dashboard_views, lag_export, model_views
 from edgewise.models.registry import ModelRegistry, PromotionLog, read_decision
 
 #: Always open: health checks, and the pages themselves (their scripts send the token).
@@ -54,6 +54,7 @@ def define(ctx: StageContext, stages: list[str]) -> None:
 
     @ctx.app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        await lag_export.export_for(ctx, stages).refresh()
         return web.bytes(ctx.metrics.exposition(),
                          content_type="text/plain; version=0.0.4")
 

@@ -93,3 +93,15 @@ def test_no_parts_give_an_empty_fleet() -> None:
     view = merge_dashboard([], SETTINGS)
     assert view["fleet"]["devices"] == 0 and view["devices"] == []
     assert view["fleet"]["low_confidence_rate"] is None
+
+
+def test_lag_of_a_partition_counts_once_across_replicas_of_its_group() -> None:
+    from edgewise.app.run.dashboard import merge_lag
+
+    replica_a = {"edgewise-score": {"edgewise-samples[0]": 5.0, "edgewise-samples[1]": 2.0}}
+    replica_b = {"edgewise-score": {"edgewise-samples[0]": 4.0, "edgewise-samples[1]": 2.0}}
+    route = {"edgewise-route": {"edgewise-predictions[0]": 1.0}}
+    merged = merge_lag([replica_a, replica_b, route, {}])
+    assert merged["groups"]["edgewise-score"] == {
+        "total": 7, "partitions": {"edgewise-samples[0]": 5, "edgewise-samples[1]": 2}}
+    assert merged["total"] == 8
