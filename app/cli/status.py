@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -157,12 +158,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.embedded:
         raise CliError("status reads a running broker: give --broker kafka://host:port")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
     try:
         first, second, seconds, dead = asyncio.run(read_status(settings, args.interval))
     except (KafkaError, TimeoutError) as exc:
+        said = str(exc) if str(exc).startswith(type(exc).__name__) else \
+            f"{type(exc).__name__}: {exc}"
         raise CliError(f"the broker at {settings.broker} did not answer the consumer-group "
                        f"calls (ListGroups, DescribeGroups, OffsetFetch, ListOffsets): "
-                       f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                       f"{said[:200]}") from None
     rows = status_rows(first, second, seconds, settings.app_id, dead)
     if args.json:
         print(orjson.dumps({

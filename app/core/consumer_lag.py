@@ -109,10 +109,10 @@ async def read_groups(bootstrap: str, groups: Iterable[str] | None = None,
     """Every consumer group on the broker (or those named), with the lag of each partition
     it has committed on. Raises the client's error when the broker refuses a call."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                    request_timeout_ms=int(timeout * 1000))
         await consumer.start()
         try:
             return await asyncio.wait_for(

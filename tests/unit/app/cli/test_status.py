@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
+from edgewise.app.cli.main import EXIT_USAGE, main
 from edgewise.app.cli.status import COLUMNS, render_table, status_rows
 from edgewise.app.core.consumer_lag import GroupLag, PartitionLag
+from edgewise.app.services.processes import free_port
 
 
 def reading(committed: tuple[int, int], end: tuple[int, int], owned: dict | None,
@@ -48,3 +52,10 @@ def test_table_has_a_header_and_aligned_columns() -> None:
     lag_end = text[0].index("lag") + len("lag")
     assert text[1][:lag_end].endswith("2") and text[2][:lag_end].endswith("12346")
     assert text[1].startswith("route") and text[1].rstrip().endswith("7")
+
+
+def test_a_broker_that_does_not_answer_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()  # nothing listens there
+    assert main(["status", "--broker", f"kafka://127.0.0.1:{port}"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("edgewise: error: the broker at"), err
