@@ -85,6 +85,12 @@ def test_lag_from_the_broker_shows_a_backlog_and_falls_to_zero_once_drained(
         wait_for(lambda: (g := group_of(status_json(env), group)) and len(
             [p for p in g["partitions"] if p["topic"] == samples]) == 4 and g["lag"] == 0,
             90, "the group committed on all four partitions")
+        running = wait_for(lambda: (g := group_of(status_json(env), group)) and g["members"] == 1
+                           and g, 30, "the worker as the group's one member")
+        if broker.name == "kafka":  # Faust's assignment, decoded from DescribeGroups
+            assert sum(running["owned"].values()) >= 4, running["owned"]
+        else:  # Tansu's DescribeGroups carries no member assignments
+            assert running["owned"] is None
     finally:
         worker.stop()
 
