@@ -102,6 +102,12 @@ def test_dashboard_and_correction_station_in_chromium(
         assert page.locator("#labels-chart rect").count() >= 5
         assert page.locator("#confidence-chart rect").count() == 11
         assert "1/1 workers answered" in page.inner_text("#workers")
+        group = f"{unique_prefix}-{'-'.join(sorted(STAGES))}"
+        page.wait_for_selector(f"#lag tr[data-group='{group}']")
+        shown_lag = page.eval_on_selector_all(
+            "#lag tbody tr", "rows => rows.map(r => [r.dataset.group, r.children[1].textContent])")
+        lag_view = get(worker, "/api/dashboard")["consumer_lag"]["groups"]
+        assert shown_lag == [[g, str(len(v["partitions"]))] for g, v in lag_view.items()]
         page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
         # the station: the token typed once, a key press corrects the sample shown

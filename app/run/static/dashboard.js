@@ -56,6 +56,9 @@
     for (const [reason, stages] of Object.entries(view.dead_letters.by_reason))
       for (const [stage, n] of Object.entries(stages)) dead.push(el("tr", {}, el("td", {}, reason), el("td", {}, stage), el("td", {}, fmt(n))));
     $("dead").tBodies[0].replaceChildren(...(dead.length ? dead : [el("tr", {}, el("td", { class: "muted", colspan: 3 }, "none"))]));
+    const lag = Object.entries(view.consumer_lag.groups).map(([group, g]) => el("tr", { "data-group": group },
+      el("td", {}, group), el("td", {}, fmt(Object.keys(g.partitions).length)), el("td", { class: "lag" }, fmt(g.total))));
+    $("lag").tBodies[0].replaceChildren(...(lag.length ? lag : [el("tr", {}, el("td", { class: "muted", colspan: 3 }, "no commits yet"))]));
     $("device-table").tBodies[0].replaceChildren(...view.devices.map(d => {
       const c = d.current || {};
       return el("tr", { "data-device": d.device }, el("td", {}, d.device), el("td", {}, fmt(d.rate, 1)), el("td", {}, fmt(c.count)),
