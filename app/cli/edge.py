@@ -61,10 +61,16 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     from edgewise.agents.edge.bridge import Bridge
+    from edgewise.app.adapters.model_signing import SigningRefused
+    from edgewise.app.cli.common import CliError
     from edgewise.app.run.runner import broker_for
 
     settings = settings_from(args)
     _logging(settings)
+    try:
+        Bridge(settings)  # refuses here, before a broker is started, without a signing key
+    except SigningRefused as exc:
+        raise CliError(str(exc)) from None
     with broker_for(settings, []) as settings:
         bridge = Bridge(settings)
         print(f"edgewise bridge: MQTT {settings.mqtt_url} <-> Kafka {settings.broker} "
