@@ -82,7 +82,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 def announce_model_version(settings: Settings, update: dict[str, Any]) -> None:
     """Send ``update`` ({model, version[, site, device]}) on the model-updates topic: score
-    workers refresh from the registry, bridges ship the version to the edges."""
+    workers refresh from the registry, bridges sign the version and ship it to the edges
+    (with no version, the promoted one)."""
     from aiokafka import AIOKafkaProducer
 
     from edgewise.app.core import broker_profile
@@ -140,6 +141,6 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("model-update", cmd_model_update,
             "announce a registered model version to score workers and edges")
     p.add_argument("--model", help="model name (default: settings model_name)")
-    p.add_argument("--version", type=int, help="version (default: the newest)")
+    p.add_argument("--version", type=int, help="version (default: the promoted one)")
     p.add_argument("--site", help="only this site's edges")
     p.add_argument("--device", help="only this device (with --site)")
