@@ -6,7 +6,8 @@
   an edge that connects later gets it too (retained command);
 - the edge applies only commands signed with the shared key: an unsigned one and one
   signed with another key, published straight to its command topic, leave it serving the
-  version it had, and the bridge's signed command is applied.
+  version it had; the bridge's signed commands are applied, a promotion and then a
+  rollback to the older version.
 """
 
 from __future__ import annotations
@@ -222,15 +223,21 @@ def test_only_signed_model_commands_reach_an_edge(
                                               lambda r: len(r) >= len(first) + 6, timeout=30))
             assert _model_versions(after) == {1}  # the forged v2 was never served
             assert not (edge_models / "digits" / "2").exists()
-            spawn(["model-update", "--version", "2"], hub_env,
-                  tmp_path / "announce.log").process.wait(30)
+            for command in (["promote", "1", "--no-announce"], ["promote", "2"]):
+                assert spawn(command, hub_env, tmp_path / "announce.log").process.wait(30) == 0
             updated = asyncio.run(consume_until(
                 broker.bootstrap, names.predictions,
                 lambda r: 2 in _model_versions(r[-3:]), timeout=40))
             assert 2 in _model_versions(updated), edge.log_text()[-2000:]
+            seen = len(updated)  # a rollback: a new signed command for the older version
+            assert spawn(["rollback"], hub_env, tmp_path / "announce.log").process.wait(30) == 0
+            asyncio.run(consume_until(
+                broker.bootstrap, names.predictions,
+                lambda r: len(r) > seen + 3 and _model_versions(r[-3:]) == {1}, timeout=40))
         finally:
             edge.stop()
             bridge.stop()
     report = edge_report(edge)
-    assert report["model"] == "digits:2"
+    assert report["model"] == "digits:1"
     assert report["refused"] == {"unsigned": 1, "bad_signature": 1}, edge.log_text()[-2000:]
+    assert "now scoring with digits:2" in edge.log_text()
