@@ -16,7 +16,9 @@ with backoff and the broker redelivers.
 
 Downstream, a consumer of the model-updates topic turns each update into a retained QoS 1
 command carrying the artifact (``models.model_sync``), so edges that connect later get the
-newest model too. Its offset is committed after the broker's PUBACK.
+promoted model too; an update without a version means the promoted one. Each command is
+signed with the key the edges share (``app.adapters.model_signing``). Its offset is
+committed after the broker's PUBACK.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from edgewise.app.adapters.model_signing import CommandClock, require_signing_key, sign_command
 from edgewise.app.adapters.mqtt_payloads import (
     ModelCommand,
     parse_face_payload,
@@ -61,7 +64,7 @@ from edgewise.app.core.metrics import StageMetrics
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, bootstrap_of
 from edgewise.models.model_sync import export_version
-from edgewise.models.registry import ModelRegistry, RegistryError
+from edgewise.models.registry import ModelRegistry, PromotionLog, RegistryError
 
 STAGE = "bridge"
 log = logging.getLogger("edgewise.bridge")
@@ -174,6 +177,8 @@ class Bridge:
 
     def __init__(self, settings: Settings, metrics: StageMetrics | None = None) -> None:
         self.settings = settings
+        self.signing_key = require_signing_key(settings, "the bridge")
+        self.clock = CommandClock()
         self.names = TopicNames(settings.topic_prefix)
         self.dead_letters = DeadLetterPath(self.names.dead_letters, settings.max_message_bytes,
                                            metrics)
@@ -351,9 +356,12 @@ class Bridge:
         registry = ModelRegistry(settings.models_dir)
         try:
             name, version, site, device = parse_model_update(raw, settings.model_name)
+            if version is None:  # "the served one": the promoted version, not the newest
+                version = await asyncio.to_thread(PromotionLog(registry, name).served)
             meta, artifact = await asyncio.to_thread(export_version, registry, name, version)
             topic = command_topic(settings.mqtt_root, site, device)
-            payload = ModelCommand(meta.to_dict(), artifact).encode()
+            payload = sign_command(ModelCommand(meta.to_dict(), artifact, self.clock.next(),
+                                                topic), self.signing_key).encode()
         except Exception as exc:  # bad update, missing artifact, a bug: one dead letter,
             # never the end of the downstream task (its TaskGroup would stop the bridge)
             if not isinstance(exc, BadInput | RegistryError | ValueError):

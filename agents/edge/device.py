@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,13 @@ from edgewise.agents.edge.sources import (
     open_frames,
     parse_source,
 )
+from edgewise.app.adapters.model_signing import CommandLedger, require_signing_key, verify_command
 from edgewise.app.adapters.mqtt_link import SpoolPublisher
 from edgewise.app.adapters.mqtt_payloads import (
     FACE_MODEL,
     FACE_MODEL_VERSION,
     FaceMessage,
+    ModelCommand,
     encode_metrics,
     parse_geo,
     parse_model_command,
@@ -56,7 +59,7 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.faces import Face, crop_face, detect_faces, encode_png
 from edgewise.models.model_sync import install_version
-from edgewise.models.registry import ModelRegistry, RegistryError
+from edgewise.models.registry import ModelRegistry, PromotionLog, RegistryError
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.models.scoring import ModelHolder, predict_batches
 from edgewise.tables.edge_windows import EdgeWindows, WindowTally
@@ -105,7 +108,13 @@ class EdgeDevice:
         self.counts = {"samples": 0, "frames": 0, "faces": 0, "messages": 0, "commands": 0}
         self.registry = ModelRegistry(settings.models_dir)
         self.holder: ModelHolder | None = None
+        self.refused: Counter[str] = Counter()  # model commands refused, by reason
+        self.signing_key = b""
+        self.ledger: CommandLedger | None = None
         if options.detect == "digits" and options.score_at == "edge":
+            self.signing_key = require_signing_key(settings, "an edge scoring at the edge")
+            self.ledger = CommandLedger(
+                Path(settings.data_dir) / f"edge-{self.site}-{self.device}.commands.json")
             self.holder = ModelHolder(self.registry, settings.model_name)
             if not self.holder.refresh():
                 raise RegistryError(f"no model '{settings.model_name}' in {settings.models_dir}; "
@@ -180,27 +189,49 @@ class EdgeDevice:
         })) for tally in closed]
 
     async def apply_command(self, topic: str, payload: bytes) -> None:
-        """A model update from the hub: install it in the local registry, then swap."""
+        """A model update from the hub: check its signature and that it is not older than
+        the last one applied, install it in the local registry, promote it there, swap.
+
+        A refused command is logged and counted by reason (``refused`` in the report);
+        the version served stays."""
         self.counts["commands"] += 1
         try:
             command = parse_model_command(payload, self.settings.max_message_bytes)
         except BadInput as exc:
+            self.refused[exc.reason] += 1
             log.warning("edge: ignored a bad command on %s: %s", topic, exc)
             return
-        name = command.meta.get("name")
-        if self.holder is None or name != self.settings.model_name:
+        name, version = command.meta.get("name"), command.meta.get("version")
+        if self.holder is None or self.ledger is None or name != self.settings.model_name:
             log.info("edge: model update for %s does not apply to this edge", name)
             return
         try:
-            await asyncio.to_thread(install_version, self.registry, command.meta,
-                                    command.artifact)
+            verify_command(command, self.signing_key, topic)
+            self.ledger.check(command)
+        except BadInput as exc:
+            self.refused[exc.reason] += 1
+            log.error("edge: refused model command %s v%s on %s: %s", name, version, topic,
+                      exc)
+            return
+        try:
+            await asyncio.to_thread(self.install, command)
             swapped = await asyncio.to_thread(self.holder.refresh)
         except RegistryError as exc:
-            log.error("edge: refused model update %s v%s: %s", name,
-                      command.meta.get("version"), exc)
+            self.refused["registry"] += 1
+            log.error("edge: refused model update %s v%s: %s", name, version, exc)
             return
+        self.ledger.record(command)
         if swapped:
             log.warning("edge: now scoring with %s", self.model_label)
+
+    def install(self, command: ModelCommand) -> None:
+        """Install the command's version and serve it here: the edge follows what the hub
+        promoted, back to an older version on a rollback."""
+        install_version(self.registry, command.meta, command.artifact)
+        name, version = str(command.meta["name"]), int(command.meta["version"])
+        promotions = PromotionLog(self.registry, name)
+        if promotions.served() != version:  # a registry shared with the hub: already so
+            promotions.promote(version, f"model command issued at {command.issued_ms} ms")
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
@@ -325,7 +356,7 @@ async def run_edge(settings: Settings, options: EdgeOptions,
             "dropped": spool.dropped, "connects": link.stats.connects,
             "disconnects": link.stats.disconnects, "drained": drained,
             "undecodable": link.stats.undecodable, "oversize": link.stats.oversize,
-            "model": device.model_label,
+            "model": device.model_label, "refused": dict(device.refused),
         }
         spool.close()
     return report

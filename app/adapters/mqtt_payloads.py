@@ -272,20 +272,32 @@ def parse_metrics_payload(
 
 @dataclass(frozen=True)
 class ModelCommand:
-    """A model version for the edges: registry metadata and the artifact bytes."""
+    """A model version for the edges: registry metadata and the artifact bytes.
+
+    ``issued_ms`` (when the bridge issued it), ``target`` (the command topic it was sent
+    to) and ``signature`` (HMAC of all of it, ``app.adapters.model_signing``) let an edge
+    tell a command from the hub from a forged, redirected or replayed one.
+    """
 
     meta: dict[str, Any]
     artifact: bytes
+    issued_ms: int = 0
+    target: str = ""
+    signature: str = ""
 
     def encode(self) -> bytes:
         return orjson.dumps({
             "schema": SCHEMA_VERSION, "command": "model-update", "meta": self.meta,
             "artifact": base64.b64encode(self.artifact).decode(),
+            "issued_ms": self.issued_ms, "target": self.target, "signature": self.signature,
         })
 
 
 def parse_model_command(data: bytes, max_bytes: int) -> ModelCommand:
-    """Validate a model-update command; the artifact must hash to the announced sha256."""
+    """Validate a model-update command; the artifact must hash to the announced sha256.
+
+    The signature is only read here (64 hex digits or absent); checking it needs the key.
+    """
     doc = _loads(data, max_bytes)
     if doc.get("command") != "model-update":
         raise BadInput("unknown_command", repr(doc.get("command"))[:80])
@@ -296,10 +308,18 @@ def parse_model_command(data: bytes, max_bytes: int) -> ModelCommand:
     sha = _field(meta, "sha256", str)
     if not _SHA256.fullmatch(sha):
         raise BadInput("bad_field", "sha256 must be 64 hex digits")
+    issued = doc.get("issued_ms", 0)
+    if isinstance(issued, bool) or not isinstance(issued, int) or not 0 <= issued < MAX_COUNT:
+        raise BadInput("bad_field", "issued_ms must be a whole number of milliseconds")
+    target, signature = doc.get("target", ""), doc.get("signature", "")
+    if not isinstance(target, str) or len(target) > 1024:
+        raise BadInput("bad_field", "target must be a topic")
+    if not isinstance(signature, str) or (signature and not _SHA256.fullmatch(signature)):
+        raise BadInput("bad_field", "signature must be 64 hex digits")
     try:
         artifact = base64.b64decode(_field(doc, "artifact", str), validate=True)
     except (binascii.Error, ValueError):
         raise BadInput("bad_field", "artifact is not valid base64") from None
     if hashlib.sha256(artifact).hexdigest() != sha:
         raise BadInput("sha_mismatch", "artifact does not match its sha256")
-    return ModelCommand(meta, artifact)
+    return ModelCommand(meta, artifact, issued, target, signature)

@@ -1,6 +1,8 @@
-"""``edgewise bench score|latency|cdc|pipeline|eos``: each prints its figures side by side.
+"""``edgewise bench score|latency|cdc|pipeline|eos|loop``: each prints its figures side by
+side.
 
-score, latency, cdc and pipeline run once per broker ``--broker`` names (see
+score, latency, cdc and pipeline (and loop, on Tansu unless ``--broker`` says otherwise) run
+once per broker ``--broker`` names (see
 :mod:`edgewise.app.bench.brokers`: by default Tansu and, when java is there, a local Apache
 Kafka) and print the brokers side by side in one table. ``cdc --vs debezium`` runs
 edgewise's capture and Debezium's on one Apache Kafka instead; eos needs Apache Kafka too.
@@ -9,6 +11,7 @@ edgewise's capture and Debezium's on one Apache Kafka instead; eos needs Apache 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -67,6 +70,18 @@ def bench_command(settings: Settings, what: str, args: argparse.Namespace,
         from edgewise.app.bench.score import bench_score, print_score
 
         print_score(per_broker(settings, choice, lambda on: bench_score(on, args.samples)))
+        return 0
+    if what == "loop":
+        from edgewise.app.bench.loop import LoopFailed, bench_loop, print_loop
+
+        if args.corrections < 1:
+            raise brokers.BrokerChoiceError("--corrections must be at least 1")
+        try:
+            print_loop(per_broker(settings, choice or "tansu",
+                                  lambda on: bench_loop(on, args.corrections)))
+        except LoopFailed as exc:
+            print(f"edgewise bench loop: {exc}", file=sys.stderr)
+            return 1
         return 0
     if what == "pipeline":
         from edgewise.app.bench.pipeline import bench_pipeline, print_pipeline

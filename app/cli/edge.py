@@ -61,10 +61,16 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 def cmd_bridge(args: argparse.Namespace) -> int:
     from edgewise.agents.edge.bridge import Bridge
+    from edgewise.app.adapters.model_signing import SigningRefused
+    from edgewise.app.cli.common import CliError
     from edgewise.app.run.runner import broker_for
 
     settings = settings_from(args)
     _logging(settings)
+    try:
+        Bridge(settings)  # refuses here, before a broker is started, without a signing key
+    except SigningRefused as exc:
+        raise CliError(str(exc)) from None
     with broker_for(settings, []) as settings:
         bridge = Bridge(settings)
         print(f"edgewise bridge: MQTT {settings.mqtt_url} <-> Kafka {settings.broker} "
@@ -76,7 +82,8 @@ def cmd_bridge(args: argparse.Namespace) -> int:
 
 def announce_model_version(settings: Settings, update: dict[str, Any]) -> None:
     """Send ``update`` ({model, version[, site, device]}) on the model-updates topic: score
-    workers refresh from the registry, bridges ship the version to the edges."""
+    workers refresh from the registry, bridges sign the version and ship it to the edges
+    (with no version, the promoted one)."""
     from aiokafka import AIOKafkaProducer
 
     from edgewise.app.core import broker_profile
@@ -134,6 +141,6 @@ def add_commands(sub: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
     p = add("model-update", cmd_model_update,
             "announce a registered model version to score workers and edges")
     p.add_argument("--model", help="model name (default: settings model_name)")
-    p.add_argument("--version", type=int, help="version (default: the newest)")
+    p.add_argument("--version", type=int, help="version (default: the promoted one)")
     p.add_argument("--site", help="only this site's edges")
     p.add_argument("--device", help="only this device (with --site)")

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after N messages")
     p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
     p = add("bench", cmd_bench, "benchmarks that print figures side by side", broker=False)
-    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos"])
+    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop"])
     p.add_argument("--broker", metavar="BROKER",
                    help="tansu (embedded), kafka (a local Apache Kafka started here), "
                         "kafka://host:port, both (side by side), or auto (default: both "
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=0, help="samples per measurement")
     p.add_argument("--rate", type=float, default=1000.0, help="latency: samples per second")
     p.add_argument("--seconds", type=float, default=10.0, help="latency: run length")
+    p.add_argument("--corrections", type=int, default=50,
+                   help="loop: corrections that trigger the retraining (N)")
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub, add)
     return parser

@@ -248,6 +248,14 @@ class Settings(BaseSettings):
     mqtt_client_id: str = Field(
         "", description="MQTT client id (persistent session); empty derives one from device/app"
     )
+    model_signing_key: SecretStr = Field(
+        SecretStr(""), description="key the bridge signs edge model commands with and edges "
+        "check them with (HMAC-SHA256); empty: none"
+    )
+    allow_unsigned_models: bool = Field(
+        False, description="with no model_signing_key, let edges apply unsigned model "
+        "commands and bridges send them; otherwise both refuse to start"
+    )
     site: str = Field("site-1", description="site of this edge device (MQTT topic segment)")
     device_id: str = Field("edge-1", description="id of this edge device (MQTT topic segment)")
     geo: str = Field("", description="optional 'lat,lon' of this edge device, sent as metadata")

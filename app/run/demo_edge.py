@@ -4,7 +4,9 @@ worker, and real ``edgewise edge`` processes publishing through them.
 The demo's edges: one digits device scoring at the edge (predictions and window metrics
 travel up), and, when the sample portraits are installed, one camera detecting faces
 (crops go to the image store). Edges start once the bridge holds its subscription, so
-the broker keeps every message for it from the first; they die with the demo.
+the broker keeps every message for it from the first; they die with the demo. Model
+commands are signed: with no ``model_signing_key`` configured the demo makes one for its
+bridge and edges.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from pydantic import SecretStr
 
 from edgewise.agents.edge.bridge import Bridge
 from edgewise.agents.edge.sources import EdgeSourceError, sample_portraits
@@ -73,6 +76,8 @@ class EdgeFleet:
     def start_edges(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "EDGEWISE_MQTT_URL": self.settings.mqtt_url,
+               "EDGEWISE_MODEL_SIGNING_KEY": self.settings.model_signing_key.get_secret_value(),
+               "EDGEWISE_ALLOW_UNSIGNED_MODELS": str(self.settings.allow_unsigned_models),
                "EDGEWISE_MODELS_DIR": str(self.settings.models_dir),
                "EDGEWISE_DATA_DIR": str(self.workdir), "EDGEWISE_SITE": "demo-site"}
         for device, args in self.edges:
@@ -107,7 +112,10 @@ def edge_fleet(settings: Settings, app: faust.App, metrics: StageMetrics | None 
     """A local MQTT broker, the bridge and the demo's edges, for as long as the block runs."""
     with tempfile.TemporaryDirectory(prefix="edgewise-demo-") as workdir, \
             local_mqtt_broker(Path(workdir) / "mqtt") as (url, implementation):
-        fleet = EdgeFleet(settings.model_copy(update={"mqtt_url": url}), implementation,
+        update: dict[str, Any] = {"mqtt_url": url}
+        if not settings.model_signing_key.get_secret_value():  # the demo's own key
+            update["model_signing_key"] = SecretStr(os.urandom(32).hex())
+        fleet = EdgeFleet(settings.model_copy(update=update), implementation,
                           Path(workdir), metrics)
         fleet.attach(app)
         try:

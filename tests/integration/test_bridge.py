@@ -3,7 +3,11 @@
 - SIGKILL the bridge mid-run and restart it: every id arrives (duplicates counted);
 - malformed MQTT payloads are dead-lettered with their reason and the bridge carries on;
 - a model update on Kafka reaches a running edge, which scores with it from then on, and
-  an edge that connects later gets it too (retained command).
+  an edge that connects later gets it too (retained command);
+- the edge applies only commands signed with the shared key: an unsigned one and one
+  signed with another key, published straight to its command topic, leave it serving the
+  version it had; the bridge's signed commands are applied, a promotion and then a
+  rollback to the older version.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import orjson
 import pytest
 
 from edgewise.agents.simulate import DigitSimulator
-from edgewise.app.adapters.mqtt_payloads import FaceMessage
+from edgewise.app.adapters.model_signing import sign_command
+from edgewise.app.adapters.mqtt_payloads import FaceMessage, ModelCommand
+from edgewise.app.adapters.mqtt_topics import command_topic
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
 from edgewise.models.faces import encode_png
+from edgewise.models.model_sync import export_version
 from edgewise.models.registry import ModelRegistry
 from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.edge import edge_report, read_ids, spawn, start_bridge
@@ -176,3 +183,61 @@ def test_model_update_reaches_running_and_late_edges(
     assert "now scoring with digits:2" in edge.log_text()
     assert edge_report(late)["model"] == "digits:2"  # the retained command, on connect
     assert orjson.loads(bridge.log_text().splitlines()[-1])["commands"] == 1
+
+
+def _wait_for(edge: Any, text: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while edge.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"no {count}x {text!r}:\n{edge.log_text()[-3000:]}"
+        assert edge.process.poll() is None, edge.log_text()[-3000:]
+        time.sleep(0.1)
+
+
+def test_only_signed_model_commands_reach_an_edge(
+    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
+) -> None:
+    hub_models = _copy_registry(base_settings.models_dir, tmp_path / "hub-models", True)
+    edge_models = _copy_registry(base_settings.models_dir, tmp_path / "edge-models", False)
+    hub_env = env_for(base_settings, broker.url, unique_prefix,
+                      models_dir=hub_models, reconnect_max_seconds=1)
+    edge_env = {**hub_env, "EDGEWISE_MODELS_DIR": str(edge_models),
+                "EDGEWISE_DATA_DIR": str(tmp_path / "edge-data")}
+    names = TopicNames(unique_prefix)
+    meta, artifact = export_version(ModelRegistry(hub_models), "digits", 2)
+    topic = command_topic("edgewise", "site-1", "signed-1")
+    issued = int(time.time() * 1000) + 60_000  # later than anything the bridge will issue
+    forged = [ModelCommand(meta.to_dict(), artifact, issued, topic).encode(),
+              sign_command(ModelCommand(meta.to_dict(), artifact, issued + 1, topic),
+                           b"a key the hub never had").encode()]
+    with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
+        bridge = start_bridge(hub_env, mqtt.url, tmp_path / "bridge.log")
+        edge = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "signed-1", "--rate", "40",
+                      "--batch-size", "4", "--duration", "60"], edge_env, tmp_path / "edge.log")
+        try:
+            first = asyncio.run(consume_until(broker.bootstrap, names.predictions,
+                                              lambda r: len(r) >= 3, timeout=30))
+            assert _model_versions(first) == {1}
+            asyncio.run(_publish(mqtt.port, [(topic, payload) for payload in forged]))
+            _wait_for(edge, "refused model command", 2, timeout=20)
+            after = asyncio.run(consume_until(broker.bootstrap, names.predictions,
+                                              lambda r: len(r) >= len(first) + 6, timeout=30))
+            assert _model_versions(after) == {1}  # the forged v2 was never served
+            assert not (edge_models / "digits" / "2").exists()
+            for command in (["promote", "1", "--no-announce"], ["promote", "2"]):
+                assert spawn(command, hub_env, tmp_path / "announce.log").process.wait(30) == 0
+            updated = asyncio.run(consume_until(
+                broker.bootstrap, names.predictions,
+                lambda r: 2 in _model_versions(r[-3:]), timeout=40))
+            assert 2 in _model_versions(updated), edge.log_text()[-2000:]
+            seen = len(updated)  # a rollback: a new signed command for the older version
+            assert spawn(["rollback"], hub_env, tmp_path / "announce.log").process.wait(30) == 0
+            asyncio.run(consume_until(
+                broker.bootstrap, names.predictions,
+                lambda r: len(r) > seen + 3 and _model_versions(r[-3:]) == {1}, timeout=40))
+        finally:
+            edge.stop()
+            bridge.stop()
+    report = edge_report(edge)
+    assert report["model"] == "digits:1"
+    assert report["refused"] == {"unsigned": 1, "bad_signature": 1}, edge.log_text()[-2000:]
+    assert "now scoring with digits:2" in edge.log_text()

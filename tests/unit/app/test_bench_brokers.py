@@ -8,6 +8,7 @@ from edgewise.app.bench.brokers import BrokerChoiceError, plan
 from edgewise.app.bench.cdc import print_cdc
 from edgewise.app.bench.cdc_vs_debezium import print_cdc_vs_debezium
 from edgewise.app.bench.latency import print_latency
+from edgewise.app.bench.loop import print_loop
 from edgewise.app.bench.pipeline import print_pipeline
 from edgewise.app.bench.score import print_score
 
@@ -59,3 +60,15 @@ def test_two_brokers_print_in_one_table(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert out.count("Apache Kafka") >= 5 and out.count("Tansu") >= 4
     assert "Debezium" in out
+
+
+def test_the_loop_prints_each_replica_the_bar_and_accuracy_per_version(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    run = {"corrections": 50, "trained": 0.4, "promoted": 0.41, "replicas": [0.9, 31.0],
+           "bar": 30.0, "accuracy": {"digits:1": {"accuracy": 0.872, "count": 2060},
+                                     "digits:2": {"accuracy": 0.879, "count": 2400}}}
+    print_loop([("Tansu", run), ("Apache Kafka", {**run, "replicas": [0.5, 0.6],
+                                                  "accuracy": {}})])
+    out = capsys.readouterr().out
+    assert "50 corrections" in out and "31.00 MISSED" in out and "0.60 ok" in out
+    assert "0.879 (2400)" in out and "replica 2 serving it" in out

@@ -32,7 +32,8 @@ class FakeProducer:
 
 
 def bridge(producer: FakeProducer) -> Bridge:
-    b = Bridge(Settings(topic_prefix="p", mqtt_url="mqtt://localhost:1883"))
+    b = Bridge(Settings(topic_prefix="p", mqtt_url="mqtt://localhost:1883",
+                        model_signing_key="k"))
     b._producer = producer  # type: ignore[assignment]
     return b
 

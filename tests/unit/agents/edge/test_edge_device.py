@@ -20,6 +20,7 @@ from edgewise.agents.edge.sources import (
     parse_source,
     sample_portraits,
 )
+from edgewise.app.adapters.model_signing import SigningRefused, sign_command
 from edgewise.app.adapters.mqtt_payloads import (
     ModelCommand,
     parse_face_payload,
@@ -30,13 +31,24 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.wire import decode_prediction_batch, decode_sample_batch
 from edgewise.models.faces import detect_faces
 from edgewise.models.model_sync import export_version
-from edgewise.models.registry import ModelRegistry, RegistryError
+from edgewise.models.registry import ModelRegistry, PromotionLog, RegistryError
 
 DIGITS = SourceSpec("digits")
 
 
+KEY = b"shared-by-hub-and-edges"
+TOPIC = "edgewise/all/all/command"
+
+
 def settings(models_dir: Path, **more: object) -> Settings:
+    more.setdefault("model_signing_key", KEY.decode())
     return Settings(models_dir=models_dir, site="s1", device_id="d1", geo="1.5,2.5", **more)
+
+
+def signed(registry: ModelRegistry, version: int, issued_ms: int, key: bytes = KEY,
+           topic: str = TOPIC) -> bytes:
+    meta, artifact = export_version(registry, "digits", version)
+    return sign_command(ModelCommand(meta.to_dict(), artifact, issued_ms, topic), key).encode()
 
 
 def test_sources_parse() -> None:
@@ -121,16 +133,69 @@ async def test_model_update_commands_are_applied(models_dir: Path, tmp_path: Pat
     model, _ = hub.load("digits", 1)
     hub.register("digits", model)
     edge_models = shutil.copytree(models_dir, tmp_path / "edge")
-    device = EdgeDevice(settings(edge_models), EdgeOptions(), DIGITS)
-    await device.apply_command("edgewise/all/all/command", b"{garbage")
-    other = ModelCommand({**export_version(hub, "digits")[0].to_dict(), "name": "faces"},
-                         export_version(hub, "digits")[1])
-    await device.apply_command("edgewise/all/all/command", other.encode())
+    device = EdgeDevice(settings(edge_models, data_dir=tmp_path), EdgeOptions(), DIGITS)
+    await device.apply_command(TOPIC, b"{garbage")
+    meta, artifact = export_version(hub, "digits")
+    other = sign_command(ModelCommand({**meta.to_dict(), "name": "faces"}, artifact, 5, TOPIC),
+                         KEY)
+    await device.apply_command(TOPIC, other.encode())
     assert device.model_label == "digits:1"
-    meta, artifact = export_version(hub, "digits", 2)
-    await device.apply_command("edgewise/all/all/command",
-                               ModelCommand(meta.to_dict(), artifact).encode())
+    await device.apply_command(TOPIC, signed(hub, 2, 10))
     assert device.model_label == "digits:2" and device.counts["commands"] == 3
+    await device.apply_command(TOPIC, signed(hub, 2, 10))  # the retained one again: no harm
+    assert device.model_label == "digits:2" and device.refused == {"bad_json": 1}
+
+
+async def test_forged_redirected_and_replayed_commands_are_refused(
+        models_dir: Path, tmp_path: Path) -> None:
+    hub = ModelRegistry(shutil.copytree(models_dir, tmp_path / "hub"))
+    model, _ = hub.load("digits", 1)
+    hub.register("digits", model)
+    edge_models = shutil.copytree(models_dir, tmp_path / "edge")
+    device = EdgeDevice(settings(edge_models, data_dir=tmp_path), EdgeOptions(), DIGITS)
+    meta, artifact = export_version(hub, "digits", 2)
+    unsigned = ModelCommand(meta.to_dict(), artifact, 10, TOPIC).encode()
+    await device.apply_command(TOPIC, unsigned)
+    await device.apply_command(TOPIC, signed(hub, 2, 11, key=b"not the key"))
+    await device.apply_command(TOPIC, signed(hub, 2, 12, topic="edgewise/s2/all/command"))
+    assert device.model_label == "digits:1"
+    assert not (edge_models / "digits" / "2").exists()  # nothing installed, nothing loaded
+    assert device.refused == {"unsigned": 1, "bad_signature": 1, "wrong_target": 1}
+    await device.apply_command(TOPIC, signed(hub, 2, 20))
+    assert device.model_label == "digits:2"
+    await device.apply_command(TOPIC, signed(hub, 1, 19))  # an older command, played again
+    assert device.model_label == "digits:2" and device.refused["replayed"] == 1
+    again = EdgeDevice(settings(edge_models, data_dir=tmp_path), EdgeOptions(), DIGITS)
+    await again.apply_command(TOPIC, signed(hub, 1, 19))  # the ledger outlives a restart
+    assert again.model_label == "digits:2" and again.refused == {"replayed": 1}
+    await again.apply_command(TOPIC, signed(hub, 1, 30))  # a rollback: new command, old model
+    assert again.model_label == "digits:1"
+    assert served_version(edge_models) == 1
+
+
+def served_version(edge_models: Path) -> int | None:
+    return PromotionLog(ModelRegistry(edge_models), "digits").served()
+
+
+def test_an_edge_that_applies_model_commands_needs_a_key(models_dir: Path) -> None:
+    with pytest.raises(SigningRefused, match="model_signing_key"):
+        EdgeDevice(settings(models_dir, model_signing_key=""), EdgeOptions(), DIGITS)
+    EdgeDevice(settings(models_dir, model_signing_key=""), EdgeOptions(score_at="hub"), DIGITS)
+    EdgeDevice(settings(models_dir, model_signing_key="", allow_unsigned_models=True),
+               EdgeOptions(), DIGITS)
+
+
+async def test_unsigned_commands_are_taken_only_when_allowed(models_dir: Path,
+                                                             tmp_path: Path) -> None:
+    hub = ModelRegistry(shutil.copytree(models_dir, tmp_path / "hub"))
+    model, _ = hub.load("digits", 1)
+    hub.register("digits", model)
+    device = EdgeDevice(settings(shutil.copytree(models_dir, tmp_path / "edge"),
+                                 model_signing_key="", allow_unsigned_models=True,
+                                 data_dir=tmp_path), EdgeOptions(), DIGITS)
+    meta, artifact = export_version(hub, "digits", 2)
+    await device.apply_command(TOPIC, ModelCommand(meta.to_dict(), artifact).encode())
+    assert device.model_label == "digits:2"
 
 
 def test_video_and_image_directory_sources(tmp_path: Path) -> None:

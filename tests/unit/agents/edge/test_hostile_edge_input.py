@@ -70,7 +70,7 @@ async def test_bridge_dead_letters_hostile_payloads_and_forwards_the_rest() -> N
     settings = Settings(topic_prefix="p", mqtt_url="mqtt://localhost:1883",
                         max_message_bytes=hostile.MAX_BYTES,
                         max_batch_samples=hostile.MAX_SAMPLES,
-                        max_future_skew_seconds=hostile.SKEW)
+                        max_future_skew_seconds=hostile.SKEW, model_signing_key="k")
     bridge = Bridge(settings)
     producer = FakeProducer()
     bridge._producer = producer  # type: ignore[assignment]
