@@ -6,6 +6,7 @@ The review stage keeps what this stage sends in the review table.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -47,9 +48,11 @@ def register(ctx: StageContext) -> None:
     async def route(stream: Any) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             items = review_items(batch, settings.low_confidence, settings.min_margin)
-            for item in items:
-                await ctx.send(STAGE, ctx.names.review, item.id.encode(),
-                               item.dumps(serializer="json"), source)
+            # handed to the producer together: one waiting for its partition's batch does
+            # not hold back the others (their order does not matter: keyed by sample id)
+            await asyncio.gather(*(ctx.send(STAGE, ctx.names.review, item.id.encode(),
+                                            item.dumps(serializer="json"), source)
+                                   for item in items))
             ctx.metrics.record_routed(len(batch), len(items))
             ctx.count(STAGE, events_out=len(items), samples=len(batch))
 

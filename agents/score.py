@@ -16,7 +16,7 @@ from typing import Any
 
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
-from edgewise.app.core.records import SampleBatch, merged_per_device
+from edgewise.app.core.records import PredictionBatch, SampleBatch, merged_per_device
 from edgewise.app.core.topics import max_record_bytes
 from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.registry import ModelRegistry, RegistryError
@@ -94,6 +94,15 @@ async def score_and_send(
         totals.per_device[result.device] += len(result)
         ctx.metrics.observe_latencies(result.latency_ms)
         ctx.metrics.observe_confidence(result.confidence)
-        await ctx.send(STAGE, ctx.names.predictions, result.device.encode(),
-                       encode_prediction_batch(result), ctx.names.samples)
+    per_device: dict[str, list[PredictionBatch]] = {}
+    for result in results:
+        per_device.setdefault(result.device, []).append(result)
+
+    async def send_in_order(frames: list[PredictionBatch]) -> None:
+        for frame in frames:  # a device's frames keep their order on its partition
+            await ctx.send(STAGE, ctx.names.predictions, frame.device.encode(),
+                           encode_prediction_batch(frame), ctx.names.samples)
+
+    # devices side by side: one waiting for its partition's batch holds back no other
+    await asyncio.gather(*(send_in_order(frames) for frames in per_device.values()))
     ctx.count(STAGE, events_out=len(results), samples=sum(len(r) for r in results))
