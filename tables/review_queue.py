@@ -28,6 +28,7 @@ from edgewise.app.adapters.object_store import ImageStore, ObjectNotFound, store
 from edgewise.app.adapters.review_images import review_png
 from edgewise.app.core.context import StageContext, json_schema
 from edgewise.app.core.frames import BadInput
+from edgewise.app.core.query_params import whole_number
 from edgewise.app.core.settings import Settings
 from edgewise.tables.review_index import ReviewIndex
 
@@ -154,16 +155,6 @@ class ReviewQueue:
         return best[offset:], self.index.live_count(now, self.max_age)
 
 
-def _whole_number(request: Any, name: str, default: str, low: int, high: int) -> int:
-    try:
-        value = int(request.query.get(name, default))
-    except ValueError:
-        raise aioweb.HTTPBadRequest(text=f"{name} must be a whole number") from None
-    if not low <= value <= high:
-        raise aioweb.HTTPBadRequest(text=f"{name} must be {low}..{high}")
-    return value
-
-
 def define(ctx: StageContext) -> ReviewQueue:
     """Create the table and attach ``/api/review``."""
     table = ctx.app.Table(
@@ -185,8 +176,8 @@ def define(ctx: StageContext) -> ReviewQueue:
 
     @ctx.app.page("/api/review")
     async def review(web: Any, request: Any) -> Any:
-        limit = _whole_number(request, "limit", "50", 1, MAX_LIMIT)
-        offset = _whole_number(request, "offset", "0", 0, 10 ** 9)
+        limit = whole_number(request, "limit", "50", 1, MAX_LIMIT)
+        offset = whole_number(request, "offset", "0", 0, 10 ** 9)
         order = request.query.get("order", "confidence")
         if order not in ORDERS:
             raise aioweb.HTTPBadRequest(text=f"order must be one of {', '.join(ORDERS)}")

@@ -21,6 +21,7 @@ from aiohttp import web as aioweb
 from edgewise.app.core.api_auth import auth_headers
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.peers import base_url, same_worker
+from edgewise.app.core.query_params import whole_number
 from edgewise.app.run.dashboard import local_part, merge_dashboard
 from edgewise.app.run.fanout import (
     answered,
@@ -47,16 +48,6 @@ def static_file(name: str) -> tuple[bytes, str]:
     """A page's file and its content type; KeyError for anything not listed."""
     content_type = STATIC_FILES[name]
     return (STATIC / name).read_bytes(), content_type
-
-
-def _whole_number(request: Any, name: str, default: str, low: int, high: int) -> int:
-    try:
-        value = int(request.query.get(name, default))
-    except ValueError:
-        raise aioweb.HTTPBadRequest(text=f"{name} must be a whole number") from None
-    if not low <= value <= high:
-        raise aioweb.HTTPBadRequest(text=f"{name} must be {low}..{high}")
-    return value
 
 
 def define(ctx: StageContext, stages: list[str]) -> None:
@@ -113,8 +104,8 @@ def define(ctx: StageContext, stages: list[str]) -> None:
 
     @app.page("/api/fleet/review")
     async def fleet_review(web: Any, request: Any) -> Any:
-        limit = _whole_number(request, "limit", "50", 1, MAX_FLEET_PAGE)
-        offset = _whole_number(request, "offset", "0", 0, 10_000)
+        limit = whole_number(request, "limit", "50", 1, MAX_FLEET_PAGE)
+        offset = whole_number(request, "offset", "0", 0, 10_000)
         order = request.query.get("order", "confidence")
         if order not in review_queue.ORDERS:
             raise aioweb.HTTPBadRequest(
