@@ -141,14 +141,20 @@ def stage_of_letter(value: bytes | None) -> str:
         return "?"
 
 
-async def read_status(settings: Settings, interval: float) -> tuple[list[GroupLag],
+async def read_status(settings: Settings, interval: float, every_group: bool = False
+                      ) -> tuple[list[GroupLag],
                                                                      list[GroupLag],
                                                                      float, Counter[str]]:
     bootstrap = bootstrap_of(settings.broker)
     started = time.monotonic()
-    first = await read_groups(bootstrap)
+    # this deployment's groups (ids start with the app id) and topics (the topic prefix;
+    # changelogs start with the app id), not every group of a shared cluster
+    mine: dict[str, Any] = {} if every_group else {
+        "group_prefix": settings.app_id,
+        "topic_prefixes": (settings.topic_prefix, settings.app_id)}
+    first = await read_groups(bootstrap, **mine)
     await asyncio.sleep(interval)
-    second = await read_groups(bootstrap)
+    second = await read_groups(bootstrap, **mine)
     seconds = time.monotonic() - started
     dead = await count_dead_letters(bootstrap, TopicNames(settings.topic_prefix).dead_letters)
     return first, second, seconds, dead
@@ -160,7 +166,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CliError("status reads a running broker: give --broker kafka://host:port")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the one line below says it
     try:
-        first, second, seconds, dead = asyncio.run(read_status(settings, args.interval))
+        first, second, seconds, dead = asyncio.run(read_status(settings, args.interval,
+                                                                  args.all))
     except (KafkaError, TimeoutError) as exc:
         said = str(exc) if str(exc).startswith(type(exc).__name__) else \
             f"{type(exc).__name__}: {exc}"
@@ -192,3 +199,6 @@ def add_commands(sub: Any, add: Any) -> None:
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between the two readings the rates come from")
     p.add_argument("--json", action="store_true", help="groups and partitions as JSON")
+    p.add_argument("--all", action="store_true",
+                   help="every consumer group and topic on the broker, not only this app's "
+                        "(groups whose id starts with the app id)")

@@ -105,9 +105,16 @@ def decode_owned(members: Sequence[Any]) -> dict[str, int] | None:
 
 
 async def read_groups(bootstrap: str, groups: Iterable[str] | None = None,
-                      timeout: float = 10.0) -> list[GroupLag]:
-    """Every consumer group on the broker (or those named), with the lag of each partition
-    it has committed on. Raises the client's error when the broker refuses a call."""
+                      timeout: float = 10.0, group_prefix: str = "",
+                      topic_prefixes: tuple[str, ...] = ()) -> list[GroupLag]:
+    """Every consumer group on the broker (or those named, or those whose id starts with
+    ``group_prefix``), with the lag of each partition it has committed on, among the topics
+    starting with one of ``topic_prefixes`` (all topics when empty). Raises the client's
+    error when the broker refuses a call.
+
+    Narrow both on a shared cluster: the committed offsets are asked for every partition
+    of every topic considered, once per group (an unnamed fetch is not understood by
+    Tansu), and a broker with hundreds of topics and groups closes such a connection."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
     await admin.start()
     try:
@@ -116,7 +123,8 @@ async def read_groups(bootstrap: str, groups: Iterable[str] | None = None,
         await consumer.start()
         try:
             return await asyncio.wait_for(
-                read_with(admin, consumer, groups), timeout=timeout)
+                read_with(admin, consumer, groups, group_prefix, topic_prefixes),
+                timeout=timeout)
         finally:
             await consumer.stop()
     finally:
@@ -124,14 +132,17 @@ async def read_groups(bootstrap: str, groups: Iterable[str] | None = None,
 
 
 async def read_with(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer,
-                    groups: Iterable[str] | None) -> list[GroupLag]:
+                    groups: Iterable[str] | None, group_prefix: str = "",
+                    topic_prefixes: tuple[str, ...] = ()) -> list[GroupLag]:
     """:func:`read_groups` with started clients."""
     wanted = sorted(set(groups)) if groups is not None else sorted(
-        str(g[0]) for g in await admin.list_consumer_groups())
+        str(g[0]) for g in await admin.list_consumer_groups()
+        if str(g[0]).startswith(group_prefix))
     if not wanted:
         return []
     every = sorted(TopicPartition(t["topic"], p["partition"])
                    for t in await admin.describe_topics() if not t["topic"].startswith("__")
+                   and (not topic_prefixes or t["topic"].startswith(topic_prefixes))
                    for p in t["partitions"])
     described = {}
     for response in await admin.describe_consumer_groups(wanted):

@@ -30,6 +30,8 @@ class LagExport:
         self.gauge = ctx.metrics.consumer_lag
         self.bootstrap = bootstrap_of(ctx.settings.broker)
         self.group = ctx.app.conf.id
+        # its inputs carry the topic prefix, its changelogs the app id
+        self.topics = (ctx.settings.topic_prefix, ctx.app.conf.id)
         self.stage = "+".join(stages)
         self.read_at = 0.0
         self.lock = asyncio.Lock()
@@ -42,7 +44,8 @@ class LagExport:
             self.read_at = time.monotonic()
             try:
                 groups = await asyncio.wait_for(
-                    read_groups(self.bootstrap, [self.group], READ_TIMEOUT), READ_TIMEOUT)
+                    read_groups(self.bootstrap, [self.group], READ_TIMEOUT,
+                                topic_prefixes=self.topics), READ_TIMEOUT)
             except Exception as exc:  # the views keep answering while the broker is away
                 if not self.failing:
                     log.warning("consumer lag of %s not read: %s: %s", self.group,
