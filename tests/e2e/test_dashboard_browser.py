@@ -6,7 +6,6 @@ leave the queue; undo takes the last one back. Screenshots are saved with the te
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import create_topics, topic_specs
 from edgewise.app.services.embedded_broker import EmbeddedBroker
-from tests.fixtures.kafka import WorkerProcess, env_for, start_worker
+from tests.fixtures.kafka import WorkerProcess, env_for, start_worker, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +28,6 @@ def get(worker: WorkerProcess, path: str) -> Any:
                                      headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
-
-
-def wait_until(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
 
 
 def wait_js(page: Any, expression: str, errors: list[str], arg: Any = None) -> None:

@@ -20,7 +20,7 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import encode_sample_batch
 from tests.fixtures.apache_kafka import BrokerUnderTest
-from tests.fixtures.kafka import EDGEWISE, WorkerProcess, env_for, produce, start_worker
+from tests.fixtures.kafka import EDGEWISE, WorkerProcess, env_for, produce, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +52,6 @@ def metrics_lag(worker: WorkerProcess) -> dict[tuple[str, str, str, str], float]
     return found
 
 
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not seen in {timeout}s; last: {last}")
-
-
 def send_batches(bootstrap: str, topic: str, count: int, seed: int) -> None:
     sim = DigitSimulator(devices=8, batch_size=4, hard_share=0.2, seed=seed)
     batches = [sim.next_batch() for _ in range(count)]
@@ -82,11 +71,13 @@ def test_lag_from_the_broker_shows_a_backlog_and_falls_to_zero_once_drained(
     worker = start_worker(env, ["score"], tmp_path / "w1.log")
     try:
         send_batches(broker.bootstrap, samples, 40, seed=1)  # every partition gets offsets
-        wait_for(lambda: (g := group_of(status_json(env), group)) and len(
-            [p for p in g["partitions"] if p["topic"] == samples]) == 4 and g["lag"] == 0,
-            90, "the group committed on all four partitions")
-        running = wait_for(lambda: (g := group_of(status_json(env), group)) and g["members"] == 1
-                           and g, 30, "the worker as the group's one member")
+        wait_until("the group committed on all four partitions",
+                   lambda: (g := group_of(status_json(env), group)) and len(
+                       [p for p in g["partitions"] if p["topic"] == samples]) == 4
+                   and g["lag"] == 0, 90)
+        running = wait_until("the worker as the group's one member",
+                             lambda: (g := group_of(status_json(env), group))
+                             and g["members"] == 1 and g, 30)
         if broker.name == "kafka":  # Faust's assignment, decoded from DescribeGroups
             assert sum(running["owned"].values()) >= 4, running["owned"]
         else:  # Tansu's DescribeGroups carries no member assignments

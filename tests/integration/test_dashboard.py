@@ -26,12 +26,17 @@ from edgewise.app.core.wire import encode_sample_batch
 from edgewise.app.services.processes import free_port
 from tests.fixtures.apache_kafka import BrokerUnderTest
 from tests.fixtures.hostile import hostile_correction_request
-from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_worker
+from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
 STAGES = ["score", "route", "review", "correct", "aggregate", "evaluate"]
 TOKEN = "station-token"
+
+
+def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
+    """Until ``check()`` answers, a worker that is not up yet counting as not yet."""
+    return wait_until(what, check, timeout, tolerate=(OSError, KeyError, ValueError))
 
 
 def call(worker: WorkerProcess, path: str, body: Any = None, token: str | None = TOKEN,
@@ -47,20 +52,6 @@ def call(worker: WorkerProcess, path: str, body: Any = None, token: str | None =
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (OSError, KeyError, ValueError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {str(last)[:800]})")
 
 
 def review_ids(worker: WorkerProcess) -> set[str]:
