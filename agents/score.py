@@ -17,6 +17,7 @@ from typing import Any
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import PredictionBatch, SampleBatch, merged_per_device
+from edgewise.app.core.shadow import ShadowTally, tally
 from edgewise.app.core.topics import max_record_bytes
 from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
 from edgewise.models.registry import ModelRegistry, RegistryError
@@ -65,6 +66,22 @@ def _safe_refresh(holder: ModelHolder) -> None:
         log.error("score: keeping the current model: %s", exc)
 
 
+def shadow_tally(holder: ModelHolder, joined: list[SampleBatch],
+                 served: list[PredictionBatch]) -> ShadowTally | None:
+    """The shadow candidate's tally on the samples just scored, when one is in shadow; a
+    candidate that fails on them is not counted (and says so once)."""
+    model, meta = holder.shadow_model, holder.shadow_meta
+    if model is None or meta is None or not served:
+        return None
+    try:
+        return tally(served, predict_batches(model, meta, joined, 1))
+    except Exception as exc:
+        holder.refuse_shadow()
+        log.error("score: candidate v%d failed in shadow, no longer scored: %s: %s",
+                  meta.version, type(exc).__name__, exc)
+        return None
+
+
 async def score_and_send(
     ctx: StageContext, holder: ModelHolder, batches: list[SampleBatch]
 ) -> None:
@@ -73,8 +90,10 @@ async def score_and_send(
     settings = ctx.settings
     joined = merged_per_device(batches, settings.max_batch_samples,
                                max_record_bytes(settings) // 2)
+    shadow: ShadowTally | None = None
     try:
         results = predict_batches(holder.model, holder.meta, joined, settings.top_k)
+        shadow = shadow_tally(holder, joined, results)
     except Exception:
         # one batch the model cannot take (say a kind it was not trained on): find it
         results = []
@@ -104,5 +123,9 @@ async def score_and_send(
                            encode_prediction_batch(frame), ctx.names.samples)
 
     # devices side by side: one waiting for its partition's batch holds back no other
-    await asyncio.gather(*(send_in_order(frames) for frames in per_device.values()))
+    sends = [send_in_order(frames) for frames in per_device.values()]
+    if shadow is not None:
+        sends.append(ctx.send(STAGE, ctx.names.shadow, shadow.model.encode(), shadow.encode(),
+                              ctx.names.samples))
+    await asyncio.gather(*sends)
     ctx.count(STAGE, events_out=len(results), samples=sum(len(r) for r in results))

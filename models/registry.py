@@ -167,7 +167,7 @@ class PromotionLog:
         try:
             doc = json.loads(self.path.read_text())
         except FileNotFoundError:
-            return {"version": None, "history": []}
+            return {"version": None, "history": [], "shadow": None}
         except ValueError as exc:
             raise RegistryError(f"{self.path} is unreadable: {exc}") from None
         if not isinstance(doc, dict) or not isinstance(doc.get("history"), list):
@@ -204,6 +204,32 @@ class PromotionLog:
         doc["history"].append({"version": int(version), "at": time.time(), "reason": reason})
         self._write(doc)
         return int(version)
+
+    def shadow(self) -> dict[str, Any] | None:
+        """The candidate scored in shadow beside the served version, if one is:
+        ``{"version", "against", "since", "samples"}``."""
+        entry = self._read().get("shadow")
+        return dict(entry) if isinstance(entry, dict) else None
+
+    def start_shadow(self, version: int, samples: int) -> None:
+        """Have score workers score ``version`` beside the served one for ``samples``
+        samples (it must load: sha256 and types checked); its predictions go nowhere."""
+        self.registry.load(self.name, version)
+        doc = self._read()
+        doc["shadow"] = {"version": int(version), "against": self.served(),
+                         "since": time.time(), "samples": int(samples)}
+        self._write(doc)
+
+    def end_shadow(self, version: int) -> bool:
+        """Stop scoring ``version`` in shadow (a later candidate's shadow stays); True if
+        it was the one."""
+        doc = self._read()
+        entry = doc.get("shadow")
+        if not isinstance(entry, dict) or entry.get("version") != int(version):
+            return False
+        doc["shadow"] = None
+        self._write(doc)
+        return True
 
     def rollback(self, reason: str = "rollback") -> int:
         """Serve again the version promoted before the current one."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.core.records import PredictionBatch, SampleBatch
-from edgewise.models.registry import ModelMeta, ModelRegistry, PromotionLog
+from edgewise.models.registry import ModelMeta, ModelRegistry, PromotionLog, RegistryError
 
 log = logging.getLogger("edgewise.score")
 
@@ -50,25 +50,55 @@ def score_rows(model: Any, features: np.ndarray, top_k: int) -> Scores:
 
 
 class ModelHolder:
-    """The model being served, swapped when another version is promoted."""
+    """The model being served, swapped when another version is promoted, and the candidate
+    scored beside it in shadow while one is."""
 
     def __init__(self, registry: ModelRegistry, name: str) -> None:
         self.registry = registry
         self.name = name
         self.model: Any = None
         self.meta: ModelMeta | None = None
+        self.shadow_model: Any = None
+        self.shadow_meta: ModelMeta | None = None
+        self._shadow_refused: int | None = None
 
     def refresh(self) -> bool:
         """Load the promoted version (the newest when none was promoted) if it is not the
-        one served; True when swapped. A candidate registered but not promoted is not
-        served; a rollback swaps back."""
-        wanted = PromotionLog(self.registry, self.name).served()
-        if wanted is None or (self.meta is not None and self.meta.version == wanted):
-            return False
-        model, meta = self.registry.load(self.name, wanted)
-        self.model, self.meta = model, meta
-        log.warning("score: serving model %s v%d", meta.name, meta.version)
-        return True
+        one served, and the shadow candidate if it changed; True when the served model was
+        swapped. A candidate registered but not promoted is not served; a rollback swaps
+        back."""
+        promotions = PromotionLog(self.registry, self.name)
+        wanted = promotions.served()
+        swapped = False
+        if wanted is not None and (self.meta is None or self.meta.version != wanted):
+            model, meta = self.registry.load(self.name, wanted)
+            self.model, self.meta = model, meta
+            log.warning("score: serving model %s v%d", meta.name, meta.version)
+            swapped = True
+        self._refresh_shadow(promotions.shadow())
+        return swapped
+
+    def refuse_shadow(self) -> None:
+        """Stop scoring the shadow candidate (it failed on live samples), for good."""
+        if self.shadow_meta is not None:
+            self._shadow_refused = self.shadow_meta.version
+        self.shadow_model = self.shadow_meta = None
+
+    def _refresh_shadow(self, entry: dict[str, Any] | None) -> None:
+        version = None if entry is None else int(entry["version"])
+        if version in (self.shadow_meta.version if self.shadow_meta else None,
+                       self._shadow_refused):
+            return
+        self.shadow_model = self.shadow_meta = None
+        if version is None:
+            return
+        try:
+            self.shadow_model, self.shadow_meta = self.registry.load(self.name, version)
+        except RegistryError as exc:  # the served model stays; the shadow times out
+            self._shadow_refused = version
+            log.error("score: not scoring candidate v%d in shadow: %s", version, exc)
+            return
+        log.warning("score: scoring model %s v%d in shadow", self.name, version)
 
 
 def predict_batches(

@@ -1,5 +1,7 @@
 """``edgewise bench loop``: from the Nth correction to every score replica serving the
-promoted candidate, and accuracy on the stream before and after, in one run.
+promoted candidate (trained, gated on held-out data, scored in shadow on
+``SHADOW_SAMPLES`` live samples, promoted), and accuracy on the stream before and after,
+in one run.
 
 Two score replicas (``edgewise worker --stage score``, one consumer group) and one worker of
 the other stages, correct and retrain included, run on the broker while the simulator
@@ -30,11 +32,12 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.services.processes import free_port, stop_process
 from edgewise.models.digits import train_digits
-from edgewise.models.registry import ModelRegistry, PromotionLog
+from edgewise.models.registry import ModelRegistry, PromotionLog, read_decision
 
 HUB = ["aggregate", "correct", "evaluate", "retrain", "review", "route"]
 REPLICAS = 2
 CORRECTIONS = 50
+SHADOW_SAMPLES = 500
 RATE = 400.0  # samples/s streamed through the whole run
 BAR_SECONDS = 30.0
 PARTITIONS = 4
@@ -99,7 +102,8 @@ def bench_loop(settings: Settings, corrections: int = CORRECTIONS) -> dict[str, 
         env = {"EDGEWISE_PARTITIONS": str(PARTITIONS), "EDGEWISE_FETCH_WAIT_MS": "20",
                "EDGEWISE_BROKER_PROFILE": settings.broker_profile,
                "EDGEWISE_RETRAIN_EVERY_CORRECTIONS": str(corrections),
-               "EDGEWISE_RETRAIN_MIN_INTERVAL_SECONDS": "0", "EDGEWISE_LOG_LEVEL": "warning"}
+               "EDGEWISE_RETRAIN_MIN_INTERVAL_SECONDS": "0", "EDGEWISE_LOG_LEVEL": "warning",
+               "EDGEWISE_SHADOW_SAMPLES": str(SHADOW_SAMPLES)}
         procs = []
         try:
             hub_port = free_port()
@@ -160,13 +164,14 @@ def _run(settings: Settings, bootstrap: str, registry: ModelRegistry, hub: int,
         meta = registry.meta("digits", 2)
         promoted_at = next(h["at"] for h in PromotionLog(registry, "digits").history()
                            if h["version"] == 2)
+        decision = read_decision(registry, "digits", 2) or {}
         time.sleep(6.0)  # the stream scored by the new version for a while
         accuracy = accuracy_by_version(hub)
     finally:
         stop_stream.set()
         streamer.join(10)
     return {"corrections": corrections, "trained": meta.created_at - nth,
-            "promoted": promoted_at - nth,
+            "promoted": promoted_at - nth, "shadow": decision.get("shadow") or {},
             "replicas": [served[port] - nth for port in replicas],
             "accuracy": accuracy, "bar": BAR_SECONDS}
 
@@ -178,7 +183,8 @@ def print_loop(runs: list[tuple[str, dict[str, Any]]]) -> None:
           f"-> {REPLICAS} score replicas serving it (seconds after the last correction)")
     print(f"{'':34}" + "".join(f"{label:>{width}}" for label, _ in runs))
     rows = [("candidate trained", lambda r: f"{r['trained']:.2f}"),
-            ("promoted", lambda r: f"{r['promoted']:.2f}")]
+            ("shadow samples scored", lambda r: str(r["shadow"].get("samples", "-"))),
+            ("promoted after the shadow", lambda r: f"{r['promoted']:.2f}")]
     rows += [(f"replica {i + 1} serving it", lambda r, i=i: f"{r['replicas'][i]:.2f}")
              for i in range(REPLICAS)]
     rows += [("every replica (bar <= 30 s)", lambda r: f"{max(r['replicas']):.2f} "

@@ -222,6 +222,15 @@ class Settings(BaseSettings):
         0.01, ge=0, le=1, description="a candidate is promoted only if not worse than the "
         "served model by more than this"
     )
+    shadow_samples: int = Field(
+        500, ge=0, le=100_000_000, description="a candidate that passed the held-out sets is "
+        "scored beside the served model on this many live samples before it is promoted or "
+        "rejected; 0: held-out sets only"
+    )
+    shadow_timeout_seconds: float = Field(
+        600.0, gt=0, description="a candidate that has not seen shadow_samples samples by "
+        "then is rejected"
+    )
 
     # HTTP views: write token, fan-out to the other workers
     api_token: SecretStr = Field(

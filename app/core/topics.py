@@ -81,6 +81,12 @@ class TopicNames:
         return f"{self.prefix}-model-updates"
 
     @property
+    def shadow(self) -> str:
+        """Tallies of a candidate scored in shadow beside the served model (one partition:
+        the retrain stage reads them all)."""
+        return f"{self.prefix}-shadow"
+
+    @property
     def faces(self) -> str:
         """Face crops from edge cameras (JSON with a PNG), keyed by device."""
         return f"{self.prefix}-faces"
@@ -116,6 +122,7 @@ def topic_specs(settings: Settings, app_ids: Iterable[str] = ()) -> list[TopicSp
         # holding its item; compacted, so the last correction of each sample is kept
         TopicSpec(names.corrections, parts, compact),
         TopicSpec(names.model_updates, 1, delete),
+        TopicSpec(names.shadow, 1, delete),
         TopicSpec(names.faces, parts, delete),
         TopicSpec(names.edge_metrics, parts, delete),
     ]

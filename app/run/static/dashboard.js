@@ -79,8 +79,12 @@
     if (!runs.length) return;
     $("retrain-status").replaceChildren(...runs.map(r => {
       const last = r.last ? `last: v${r.last.version} ${r.last.decision} (${r.last.reason})` : "no candidate yet";
+      const sh = r.shadow;
+      const shadow = sh ? `; v${sh.version} in shadow against v${sh.against}: ${fmt(sh.samples)}/${fmt(sh.needed)} samples` +
+        (sh.accuracy == null ? "" : `, accuracy ${fmt(sh.accuracy, 3)} vs ${fmt(sh.served_accuracy, 3)}`) +
+        (sh.agreement == null ? "" : `, agreement ${fmt(sh.agreement, 3)}`) : "";
       return el("div", { class: r.error ? "bad" : "" },
-        `${r.state}; ${r.since_last}/${r.every} new corrections toward the next candidate; ${last}` +
+        `${r.state}; ${r.since_last}/${r.every} new corrections toward the next candidate${shadow}; ${last}` +
         (r.error ? `; error: ${r.error}` : ""));
     }));
   }

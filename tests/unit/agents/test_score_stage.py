@@ -219,3 +219,44 @@ async def test_agent_dead_letters_a_frame_with_an_overflowing_shape(running) -> 
         crash = getattr(agent, "_crash_reason", None)
         pytest.fail(f"no dead letter; the score agent stopped with {crash!r}")
     assert base64.b64decode(orjson.loads(value)["original_b64"]) == hostile
+
+
+async def test_a_candidate_in_shadow_is_tallied_not_sent(models_dir: Path, tmp_path: Path
+                                                         ) -> None:
+    import shutil
+
+    from edgewise.app.core.shadow import parse_tally
+    from edgewise.models.registry import PromotionLog
+
+    shutil.copytree(models_dir, tmp_path / "models")
+    registry = ModelRegistry(tmp_path / "models")
+    promotions = PromotionLog(registry, "digits")
+    promotions.pin()
+    weak = registry.register("digits", small_model(0.0001))
+    promotions.start_shadow(weak.version, 100)
+    settings = load_settings(broker="kafka://127.0.0.1:1", models_dir=registry.root,
+                             data_dir=tmp_path / "data", top_k=3)
+    app = faust.App(f"score-shadow-{tmp_path.name}", broker=settings.broker,
+                    store="memory://", autodiscover=False)
+    names = TopicNames("unit")
+    ctx = StageContext(app=app, settings=settings, names=names)
+    channels = {name: app.channel() for name in (names.predictions, names.dead_letters,
+                                                 names.shadow)}
+    ctx.topics.update(channels)
+    predictions, shadow = (channels[n].__aiter__() for n in (names.predictions, names.shadow))
+    score.register(ctx)
+    batch = digit_batch("cam-a", 60, 0)
+    async with app.agents["edgewise.score"].test_context() as agent:
+        await agent.put(encode_sample_batch(batch))
+        _, value = await next_value(predictions)
+        key, tallied = await next_value(shadow)
+    frame = decode_prediction_batch(value, settings.max_message_bytes)
+    assert frame.model_version == 1 and frame.ids == batch.ids  # the served model's
+    one = parse_tally(tallied)
+    assert key == b"digits" and (one.version, one.against) == (weak.version, 1)
+    assert (one.samples, one.labelled) == (60, 60)
+    assert one.served_correct == int((frame.labels == batch.labels).sum())
+    candidate = registry.load("digits", weak.version)[0]
+    theirs = candidate.predict(batch.features())
+    assert one.correct == int((theirs == batch.labels).sum())
+    assert one.agree == int((theirs == frame.labels).sum())
