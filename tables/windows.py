@@ -10,7 +10,7 @@ Record layout (JSON)::
      "hopping": {...}, "ids": {"first", "last", "watermark": {"<partition>": offset}},
      "newest": <newest sample time>, "late": n, "replayed": n, "evicted_windows": n}
     stats = {"count", "labels": {"<label>": n}, "conf_sum", "conf_min", "low", "labelled",
-             "correct", "latency": {"<bucket>": n}}
+             "correct", "latency": {"<bucket>": n}, "confidence": {"<tenth>": n}}
 
 Bounded whatever the rate: at most ``max_models`` model versions per window (the smallest
 is folded into ``(other)``; the window's total keeps everything), at most ``max_labels``
@@ -37,6 +37,7 @@ from edgewise.tables.device_roster import stamp
 from edgewise.tables.seen_ids import SeenIds, id_hashes, is_replay, new_ids_state
 
 LATENCY_BUCKETS = 80
+CONFIDENCE_BINS = 10  # the confidence histogram: tenths of 0..1
 LATENCY_BASE_MS = 0.1
 LATENCY_FACTOR = 2 ** 0.25  # each bucket 19% wider than the last: 0.1 ms .. ~100 s
 OTHER_MODELS = "(other)"
@@ -105,7 +106,23 @@ def latency_quantile(hist: dict[str, int] | list[int], q: float) -> float | None
 
 def empty_stats() -> dict[str, Any]:
     return {"count": 0, "labels": {}, "conf_sum": 0.0, "conf_min": 1.0, "low": 0,
-            "labelled": 0, "correct": 0, "latency": {}}
+            "labelled": 0, "correct": 0, "latency": {}, "confidence": {}}
+
+
+def confidence_tenths(confidence: np.ndarray) -> dict[str, int]:
+    """How many confidences fall in each tenth of 0..1 (``"9"`` holds 0.9..1.0), sparse."""
+    # a hair above, so a float32 0.9 (0.89999998) lands in the tenth people expect
+    tenths = np.clip((np.asarray(confidence, dtype=np.float64) * CONFIDENCE_BINS + 1e-6)
+                     .astype(np.int64), 0, CONFIDENCE_BINS - 1)
+    counts = np.bincount(tenths, minlength=CONFIDENCE_BINS)
+    return {str(i): int(n) for i, n in enumerate(counts.tolist()) if n}
+
+
+def confidence_histogram(stats: dict[str, Any]) -> list[int]:
+    """A stats block's confidence counts per tenth, all ten (records from before the
+    histogram existed give zeros)."""
+    counts = stats.get("confidence") or {}
+    return [int(counts.get(str(i), 0)) for i in range(CONFIDENCE_BINS)]
 
 
 def _add_counts(into: dict[str, int], counts: dict[str, int], bound: int) -> None:
@@ -138,6 +155,8 @@ def add_to_stats(stats: dict[str, Any], rows: dict[str, np.ndarray],
     buckets, counts = np.unique(latency_buckets(rows["latency_ms"]), return_counts=True)
     _add_counts(stats["latency"], dict(zip(map(str, buckets.tolist()), counts.tolist(),
                                            strict=True)), LATENCY_BUCKETS)
+    _add_counts(stats.setdefault("confidence", {}), confidence_tenths(rows["confidence"]),
+                CONFIDENCE_BINS)
 
 
 def merge_stats(into: dict[str, Any], stats: dict[str, Any], max_labels: int = 100) -> None:
@@ -152,6 +171,8 @@ def merge_stats(into: dict[str, Any], stats: dict[str, Any], max_labels: int = 1
     if isinstance(latency, list):
         latency = {str(i): n for i, n in enumerate(latency) if n}
     _add_counts(into["latency"], latency, LATENCY_BUCKETS)
+    _add_counts(into.setdefault("confidence", {}), stats.get("confidence") or {},
+                CONFIDENCE_BINS)
 
 
 def summarize(stats: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +191,7 @@ def summarize(stats: dict[str, Any]) -> dict[str, Any]:
         "accuracy": round(stats["correct"] / stats["labelled"], 4) if stats["labelled"] else None,
         "latency_p50_ms": latency_quantile(stats["latency"], 0.5),
         "latency_p95_ms": latency_quantile(stats["latency"], 0.95),
+        "confidence_histogram": confidence_histogram(stats),
     }
 
 

@@ -87,6 +87,12 @@ def test_dashboard_and_correction_station_in_chromium(
         rows = page.eval_on_selector_all("#device-table tbody tr",
                                          "rows => rows.map(r => r.dataset.device)")
         assert rows == [d["device"] for d in view["devices"]]
+        sparks = page.eval_on_selector_all(
+            "#device-table tbody tr", "rows => rows.map(r => [r.querySelectorAll('.spark i')"
+            ".length, Number(r.querySelector('.spark').dataset.total)])")
+        assert all(bars == 10 for bars, _ in sparks) and any(n > 0 for _, n in sparks), sparks
+        assert all(sum(d["current"]["confidence_histogram"]) == d["current"]["count"]
+                   for d in view["devices"] if d.get("current"))
         assert page.locator("#labels-chart rect").count() >= 5
         assert page.locator("#confidence-chart rect").count() == 11
         assert "1/1 workers answered" in page.inner_text("#workers")

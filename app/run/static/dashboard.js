@@ -22,7 +22,7 @@
     setText("devices", fmt(f.devices));
     setText("low-rate", pct(f.low_confidence_rate));
     setText("accuracy", pct(f.recent.accuracy));
-    setText("latency", `${fmt(f.recent.latency_p50_ms)} / ${fmt(f.recent.latency_p95_ms)}`);
+    setText("latency", `${fmt(f.recent.latency_p50_ms, 1)} / ${fmt(f.recent.latency_p95_ms, 1)}`);
     setText("pending", fmt(view.review.queued));
     setText("corrected", fmt(view.corrections.corrected));
     setText("dead-letters", fmt(view.dead_letters.total));
@@ -62,7 +62,8 @@
     $("device-table").tBodies[0].replaceChildren(...view.devices.map(d => {
       const c = d.current || {};
       return el("tr", { "data-device": d.device }, el("td", {}, d.device), el("td", {}, fmt(d.rate, 1)), el("td", {}, fmt(c.count)),
-        el("td", {}, fmt(c.mean_confidence, 3)), el("td", {}, fmt(c.low_confidence)), el("td", {}, pct(c.accuracy)),
+        el("td", {}, fmt(c.mean_confidence, 3)), el("td", {}, spark(c.confidence_histogram)),
+        el("td", {}, fmt(c.low_confidence)), el("td", {}, pct(c.accuracy)),
         el("td", {}, fmt(c.latency_p50_ms)), el("td", {}, fmt(c.latency_p95_ms)), el("td", {}, fmt(d.late)),
         el("td", {}, d.newest ? new Date(d.newest * 1000).toLocaleTimeString("en-GB") : "–"));
     }));
@@ -72,6 +73,18 @@
       return el("tr", {}, el("td", {}, s.site), el("td", {}, fmt(s.devices)), el("td", {}, fmt(n.frames)),
         el("td", {}, fmt(n.scored)), el("td", {}, fmt(n.low)), el("td", {}, fmt(n.mean_confidence, 3)));
     }));
+  }
+
+  // confidence per tenth of 0..1 as ten small bars, tallest = most samples
+  function spark(counts) {
+    const box = el("span", { class: "spark" });
+    if (!counts) return box;
+    const top = Math.max(1, ...counts);
+    const total = counts.reduce((a, b) => a + b, 0);
+    box.title = counts.map((n, i) => `${i / 10}-${(i + 1) / 10}: ${n}`).join(", ");
+    box.dataset.total = String(total);
+    for (const n of counts) box.append(el("i", { style: `height:${Math.round(100 * n / top)}%` }));
+    return box;
   }
 
   function retrainStatus(view) {

@@ -19,8 +19,8 @@ from edgewise.agents.retrain import (
     due,
     retrain_once,
 )
-from edgewise.app.core.shadow import ShadowTally
 from edgewise.app.core.settings import load_settings
+from edgewise.app.core.shadow import ShadowTally
 from edgewise.models.digits import digit_images, train_digits
 from edgewise.models.registry import ModelRegistry, PromotionLog, RegistryError, read_decision
 from edgewise.models.scoring import ModelHolder

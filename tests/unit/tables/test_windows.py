@@ -22,11 +22,13 @@ from edgewise.tables.windows import (
     LATENCY_FACTOR,
     WindowSpec,
     add_to_stats,
+    confidence_histogram,
     empty_stats,
     fold_device_batch,
     hopping_starts,
     latency_buckets,
     latency_quantile,
+    merge_stats,
     summarize,
     tumbling_starts,
     window_view,
@@ -382,3 +384,19 @@ def test_fold_prediction_batch_is_idempotent() -> None:
     state = dev.table[batch.device]
     assert (first, again, state["replayed"]) == (2, 0, 2)
     assert counts(state, "tumbling", "digits:3") == {key(0): 2}
+
+
+def test_the_confidence_histogram_counts_tenths_and_adds_up() -> None:
+    confidence = np.array([0.05, 0.1, 0.55, 0.999, 1.0, 0.9, 0.0], dtype=np.float32)
+    n = len(confidence)
+    rows = {"labels": np.zeros(n, np.int32), "confidence": confidence,
+            "low": confidence < 0.6, "true_labels": np.full(n, -1, np.int32),
+            "latency_ms": np.ones(n, np.float32)}
+    stats = empty_stats()
+    add_to_stats(stats, rows)
+    assert confidence_histogram(stats) == [2, 1, 0, 0, 0, 1, 0, 0, 0, 3]
+    older = {k: v for k, v in empty_stats().items() if k != "confidence"}  # before it existed
+    assert confidence_histogram(older) == [0] * 10
+    merge_stats(older, stats)
+    merge_stats(older, stats)
+    assert summarize(older)["confidence_histogram"] == [4, 2, 0, 0, 0, 2, 0, 0, 0, 6]
