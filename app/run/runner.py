@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,8 @@ from edgewise.app.run.factory import STAGES, app_id_for, create_app
 from edgewise.app.services.broker_ready import wait_for_broker
 from edgewise.app.services.embedded_broker import EmbeddedBroker, free_port
 from edgewise.models.registry import ModelRegistry
+
+log = logging.getLogger("edgewise.worker")
 
 
 @contextlib.contextmanager
@@ -77,12 +80,43 @@ class BoundedShutdownWorker(faust.Worker):
     shutdown_seconds: float = 8.0
 
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
-        for app in self.services:  # a stop no longer waits for buffered input to drain;
-            conf = getattr(app, "conf", None)  # a rebalance still does (stale writes)
-            if conf is not None:
-                conf.stream_wait_empty = False
+        if self._signal_stop_time:
+            return super()._schedule_shutdown(signal)  # a second signal: already stopping
+        apps = [app for app in self.services if getattr(app, "conf", None) is not None]
+        for app in apps:  # a stop no longer waits for buffered input to drain;
+            app.conf.stream_wait_empty = False  # a rebalance still does (stale writes)
         start_shutdown_watchdog(self.shutdown_seconds)
-        super()._schedule_shutdown(signal)
+        self._signal_stop_time = self.loop.time()
+
+        async def settle_then_stop() -> None:
+            for app in apps:
+                await settle_in_flight(app, min(SETTLE_SECONDS, self.shutdown_seconds / 4))
+            await self._stop_on_signal(signal)
+
+        self._signal_stop_future = asyncio.ensure_future(settle_then_stop(), loop=self.loop)
+
+
+#: How long a stop waits for the gatherings agents are working on (then commits them).
+SETTLE_SECONDS = 2.0
+
+
+async def settle_in_flight(app: faust.App, seconds: float) -> None:
+    """Before a stop: hand agents no more input, drop what waits in their buffers (it is
+    read again), let the gatherings they are working on finish within ``seconds``, and
+    commit them. Faust would cancel the agents first and commit after, so a gathering that
+    was processed but not acknowledged (its outputs sent, its table written) would be read
+    again by the next worker and, for a stage without a dedupe, written out twice."""
+    consumer = app.consumer
+    try:
+        consumer.stop_flow()
+        app.flow_control.suspend()
+        app.flow_control.clear()
+        await asyncio.wait_for(consumer.wait_empty(), seconds)
+    except TimeoutError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.commit(), seconds)  # what finished, at least
+    except Exception as exc:  # the stop goes on: what is not committed is read again
+        log.warning("worker: settling before the stop failed: %r", exc)
 
 
 def start_shutdown_watchdog(seconds: float) -> None:

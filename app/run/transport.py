@@ -39,6 +39,18 @@ class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        """Commit what was processed before the partitions go: Faust forgets the acked
+        offsets of revoked partitions without committing them, so every rebalance (a
+        replica joining, one stopping gracefully) would have the next owner read again up
+        to a commit interval of input, and stages without a dedupe write it out twice."""
+        if revoked and not self.app.should_stop:
+            try:
+                await self.commit()
+            except Exception as exc:  # the next owner reads it again: late, not lost
+                self.log.warning("commit before the partitions were revoked failed: %r", exc)
+        await super().on_partitions_revoked(revoked)
+
     async def _commit_offsets(self, offsets: Mapping[Any, int],
                               start_new_transaction: bool = True) -> bool:
         guard = getattr(self.app, "edgewise_guard", None)
