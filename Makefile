@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := deploy/constraints.txt
-EXTRAS := cdc,edge,test
+EXTRAS := cdc,edge,rocksdb,test
 SYSTEM_TOOLS := mosquitto:mosquitto initdb:postgresql java:openjdk-17-jre-headless mvn:maven chromium:chromium
 DURATION ?=
 comma := ,
@@ -36,7 +36,7 @@ demo: venv
 
 test: venv sysdeps kafka
 	$(BIN)/ruff check app agents tables models tests
-	$(BIN)/pytest -q -p no:cacheprovider tests
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
 
 bench: venv
 	$(BIN)/edgewise bench score

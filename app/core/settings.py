@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         description="Faust's processing guarantee; exactly_once needs Kafka transactions "
         "(not on Tansu)",
     )
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="where tables live: memory (rebuilt from the changelog at each "
+        "start) or rocksdb (on disk under data_dir, for state larger than memory; a restart "
+        "reads only the changelog written since)"
+    )
+    table_standby_replicas: int = Field(
+        1, ge=0, le=8, description="standby copies of each table partition other workers of "
+        "the group keep warm from the changelog, to take over without a rebuild"
+    )
     app_id: str = Field("edgewise", description="Faust app id: consumer group and table prefix")
     topic_prefix: str = Field("edgewise", description="prefix of every topic edgewise owns")
     partitions: int = Field(4, ge=1, le=1024, description="partitions of the stage topics")

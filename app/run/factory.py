@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import re
 from pathlib import Path
+from typing import IO
 
 import faust
 
@@ -39,6 +41,26 @@ STAGE_MODULES: dict[str, str] = {
 }
 
 
+#: Faust store URLs of the ``store`` setting (rocksdb needs the ``rocksdb`` extra: rocksdict).
+STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+
+
+_HELD: list[IO[str]] = []  # the data-directory locks this process holds, for its life
+
+
+def hold_data_dir(path: Path) -> None:
+    """Claim ``path`` for this worker: RocksDB opens each table partition for one process
+    only, and a second worker on the same directory would crash at its first assignment."""
+    handle = open(path / ".worker.lock", "a+")  # noqa: SIM115 (held until the process ends)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SettingsError(f"{path} is in use by another worker; with store=rocksdb give "
+                            "each worker its own EDGEWISE_DATA_DIR") from None
+    _HELD.append(handle)
+
+
 def app_id_for(settings: Settings, stages: list[str]) -> str:
     """All stages share the base id (the demo); a subset gets its own consumer group."""
     if sorted(stages) == sorted(STAGES) or not stages:
@@ -66,8 +88,11 @@ def create_app(
     url = re.sub(r"^(aiokafka|kafka|edgewise)://", "edgewise://", settings.broker)
     data_dir = Path(settings.data_dir) / app_id
     data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.store == "rocksdb":
+        hold_data_dir(data_dir)
     app = faust.App(
-        app_id, broker=url, store="memory://", value_serializer="raw", key_serializer="raw",
+        app_id, broker=url, store=STORES[settings.store], value_serializer="raw",
+        key_serializer="raw", table_standby_replicas=settings.table_standby_replicas,
         topic_partitions=settings.partitions, web_enabled=True,
         web_bind=settings.web_host, web_host=settings.web_host,
         web_port=web_port if web_port is not None else settings.web_port,

