@@ -2,12 +2,11 @@
 
 - SIGKILL the bridge mid-run and restart it: every id arrives (duplicates counted);
 - malformed MQTT payloads are dead-lettered with their reason and the bridge carries on;
-- a model update on Kafka reaches a running edge, which scores with it from then on, and
-  an edge that connects later gets it too (retained command);
 - the edge applies only commands signed with the shared key: an unsigned one and one
   signed with another key, published straight to its command topic, leave it serving the
-  version it had; the bridge's signed commands are applied, a promotion and then a
-  rollback to the older version.
+  version it had; the bridge's signed commands are applied: a promotion reaches the
+  running edge, which scores with it from then on, an edge that connects later gets it
+  too (retained command), and a rollback takes the running one back to the older version.
 """
 
 from __future__ import annotations
@@ -147,44 +146,6 @@ def _model_versions(records: list[Any]) -> set[int]:
     return {decode_prediction_batch(r.value, 10_000_000).model_version for r in records}
 
 
-def test_model_update_reaches_running_and_late_edges(
-    broker: BrokerUnderTest, base_settings: Settings, tmp_path: Path, unique_prefix: str
-) -> None:
-    hub_models = _copy_registry(base_settings.models_dir, tmp_path / "hub-models", True)
-    edge_models = _copy_registry(base_settings.models_dir, tmp_path / "edge-models", False)
-    hub_env = env_for(base_settings, broker.url, unique_prefix,
-                      models_dir=hub_models, reconnect_max_seconds=1)
-    edge_env = {**hub_env, "EDGEWISE_MODELS_DIR": str(edge_models)}
-    names = TopicNames(unique_prefix)
-    with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
-        bridge = start_bridge(hub_env, mqtt.url, tmp_path / "bridge.log")
-        edge = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "scale-1", "--rate", "40",
-                      "--batch-size", "4", "--duration", "60"], edge_env, tmp_path / "edge.log")
-        try:
-            first = asyncio.run(consume_until(broker.bootstrap, names.predictions,
-                                              lambda r: len(r) >= 3, timeout=30))
-            assert _model_versions(first) == {1}
-            spawn(["model-update", "--version", "2"], hub_env,
-                  tmp_path / "announce.log").process.wait(30)
-            updated = asyncio.run(consume_until(
-                broker.bootstrap, names.predictions,
-                lambda r: 2 in _model_versions(r[-3:]), timeout=40))
-            assert 2 in _model_versions(updated), edge.log_text()[-2000:]
-            late_edge_env = {**edge_env, "EDGEWISE_MODELS_DIR": str(
-                _copy_registry(base_settings.models_dir, tmp_path / "late-models", False))}
-            late = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "scale-2", "--rate", "20",
-                          "--batch-size", "4", "--duration", "4"], late_edge_env,
-                         tmp_path / "late.log")
-            assert late.process.wait(30) == 0, late.log_text()[-2000:]
-        finally:
-            edge.stop()
-            bridge.stop()
-    assert (edge_models / "digits" / "2" / "model.skops").is_file()
-    assert "now scoring with digits:2" in edge.log_text()
-    assert edge_report(late)["model"] == "digits:2"  # the retained command, on connect
-    assert orjson.loads(bridge.log_text().splitlines()[-1])["commands"] == 1
-
-
 def _wait_for(edge: Any, text: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while edge.log_text().count(text) < count:
@@ -229,6 +190,14 @@ def test_only_signed_model_commands_reach_an_edge(
                 broker.bootstrap, names.predictions,
                 lambda r: 2 in _model_versions(r[-3:]), timeout=40))
             assert 2 in _model_versions(updated), edge.log_text()[-2000:]
+            late_env = {**edge_env, "EDGEWISE_MODELS_DIR": str(_copy_registry(
+                base_settings.models_dir, tmp_path / "late-models", False)),
+                "EDGEWISE_DATA_DIR": str(tmp_path / "late-data")}
+            late = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "late-1", "--rate", "20",
+                          "--batch-size", "4", "--duration", "4"], late_env,
+                         tmp_path / "late.log")  # connects after the promotion
+            assert late.process.wait(30) == 0, late.log_text()[-2000:]
+            assert edge_report(late)["model"] == "digits:2"  # the retained command
             seen = len(updated)  # a rollback: a new signed command for the older version
             assert spawn(["rollback"], hub_env, tmp_path / "announce.log").process.wait(30) == 0
             asyncio.run(consume_until(
@@ -241,3 +210,4 @@ def test_only_signed_model_commands_reach_an_edge(
     assert report["model"] == "digits:1"
     assert report["refused"] == {"unsigned": 1, "bad_signature": 1}, edge.log_text()[-2000:]
     assert "now scoring with digits:2" in edge.log_text()
+    assert (edge_models / "digits" / "2" / "model.skops").is_file()

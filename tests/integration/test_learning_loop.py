@@ -37,7 +37,7 @@ from tests.integration.test_dashboard import call, wait_for
 pytestmark = pytest.mark.integration
 
 HUB = ["route", "review", "correct", "aggregate", "evaluate"]
-EVERY = 24
+EVERY = 50
 SHADOW = 300
 REPLICAS = 2
 

@@ -65,6 +65,7 @@ def test_two_brokers_print_in_one_table(capsys: pytest.CaptureFixture[str]) -> N
 def test_the_loop_prints_each_replica_the_bar_and_accuracy_per_version(
         capsys: pytest.CaptureFixture[str]) -> None:
     run = {"corrections": 50, "trained": 0.4, "promoted": 0.41, "replicas": [0.9, 31.0],
+           "shadow": {"samples": 512},
            "bar": 30.0, "accuracy": {"digits:1": {"accuracy": 0.872, "count": 2060},
                                      "digits:2": {"accuracy": 0.879, "count": 2400}}}
     print_loop([("Tansu", run), ("Apache Kafka", {**run, "replicas": [0.5, 0.6],
@@ -72,3 +73,4 @@ def test_the_loop_prints_each_replica_the_bar_and_accuracy_per_version(
     out = capsys.readouterr().out
     assert "50 corrections" in out and "31.00 MISSED" in out and "0.60 ok" in out
     assert "0.879 (2400)" in out and "replica 2 serving it" in out
+    assert "shadow samples scored" in out and "512" in out
