@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "edgewise.app.cli.db",
     "edgewise.app.cli.edge",
+    "edgewise.app.cli.generate",
     "edgewise.app.cli.retrain",
     "edgewise.app.cli.status",
 )
