@@ -2,9 +2,11 @@
 
 Rows are held to the input schema of the served tabular model (``settings.model_name``, the
 version its promotion log serves, followed as it changes) and sent to the samples topic
-as tabular sample batches, one per device (cut to the batch and record limits); the answer
-is ``202`` with the rows' ids once the broker has acknowledged every one of them, so an
-accepted row is never lost. The score stage scores them like any other samples.
+as tabular sample batches, one per device (cut to the batch and record limits; the rows of
+requests arriving while a device's frame is on its way leave together in its next frame,
+``core.joined_delivery``); the answer is ``202`` with the rows' ids once the broker has
+acknowledged every one of them, so an accepted row is never lost. The score stage scores
+them like any other samples.
 
 Answers: 202 ``{"accepted", "ids", "model", "version"}``; 400 with the reason for a bad
 body (also dead-lettered, with the body); 401 without the token when one is configured
@@ -52,10 +54,10 @@ from edgewise.app.core.ingest_rows import (
     parse_ingest,
 )
 from edgewise.app.core.input_schema import InputSchema
-from edgewise.app.core.records import TABULAR
+from edgewise.app.core.joined_delivery import JoinedDelivery
+from edgewise.app.core.records import TABULAR, SampleBatch
 from edgewise.app.core.settings import Settings, SettingsError
 from edgewise.app.core.topics import bootstrap_of, max_record_bytes
-from edgewise.app.core.wire import encode_sample_batch
 from edgewise.models.registry import ModelMeta, ModelRegistry, PromotionLog, RegistryError
 
 STAGE = "ingest_http"
@@ -145,11 +147,18 @@ class ServedSchema:
 class IngestProducer:
     """The stage's own producer, connected with backoff while the broker is away."""
 
-    def __init__(self, settings: Settings, gate: IngestGate) -> None:
+    def __init__(self, settings: Settings, gate: IngestGate, topic: str) -> None:
         self.settings = settings
         self.gate = gate
+        self.topic = topic
         self.producer: AIOKafkaProducer | None = None
         self.stopping = False
+        self.delivery = JoinedDelivery(self._send, settings.max_batch_samples,
+                                       max_record_bytes(settings) // 2)
+
+    async def _send(self, key: bytes, value: bytes) -> asyncio.Future[Any]:
+        assert self.producer is not None
+        return await self.producer.send(self.topic, value, key=key)
 
     async def connect(self) -> None:
         s = self.settings
@@ -174,13 +183,11 @@ class IngestProducer:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def deliver(self, topic: str, frames: list[tuple[bytes, bytes]],
-                      timeout: float) -> None:
-        """Send every frame and wait until the broker acknowledged all of them."""
-        assert self.producer is not None
+    async def deliver(self, batches: list[SampleBatch], timeout: float) -> None:
+        """Send the batches (joined with other requests' rows of the same device) and wait
+        until the broker acknowledged every one."""
         async with asyncio.timeout(timeout):
-            futures = [await self.producer.send(topic, value, key=key) for key, value in frames]
-            await asyncio.gather(*futures)
+            await asyncio.gather(*(self.delivery.deliver(b) for b in batches))
 
     async def send_soon(self, topic: str, key: bytes, value: bytes) -> None:
         """Hand a record to the producer without waiting for its acknowledgement (a dead
@@ -211,12 +218,12 @@ def register(ctx: StageContext) -> None:
     except RegistryError as exc:
         raise SettingsError(f"the ingest_http stage: {exc}") from None
     gate = IngestGate(settings.ingest_max_in_flight_rows, settings.ingest_retry_after_seconds)
-    producer = IngestProducer(settings, gate)
+    producer = IngestProducer(settings, gate, ctx.names.samples)
     requests = Counter("edgewise_ingest_requests", "POST /api/ingest answers by status and "
                        "reason", ["status", "reason"], registry=ctx.metrics.registry)
     make_id = new_ids()
-    topic = ctx.names.samples
     frame_bytes = max_record_bytes(settings) // 2  # predictions carry the rows again
+    sent = {"frames": 0}
 
     @ctx.app.task
     async def connect_producer() -> None:
@@ -225,6 +232,12 @@ def register(ctx: StageContext) -> None:
     @ctx.app.on_before_shutdown.connect
     async def stop_producer(app: Any, **kwargs: Any) -> None:
         await producer.stop()
+
+    @ctx.app.timer(1.0)
+    async def count_frames() -> None:
+        frames = producer.delivery.frames
+        ctx.count(STAGE, events_out=frames - sent["frames"])
+        sent["frames"] = frames
 
     @ctx.app.timer(SCHEMA_POLL_SECONDS)
     async def follow_schema() -> None:
@@ -264,11 +277,11 @@ def register(ctx: StageContext) -> None:
         busy = gate.refused(len(rows))
         if busy is not None:
             return busy
-        frames = [(frame.device.encode(), encode_sample_batch(frame)) for batch in rows.batches
-                  for frame in frames_within(batch, settings.max_batch_samples, frame_bytes)]
+        batches = [frame for batch in rows.batches
+                   for frame in frames_within(batch, settings.max_batch_samples, frame_bytes)]
         with gate.holding(len(rows)):
             try:
-                await producer.deliver(topic, frames, settings.ingest_ack_timeout_seconds)
+                await producer.deliver(batches, settings.ingest_ack_timeout_seconds)
             except TimeoutError:
                 gate.failed()
                 return refusal(503, "not_acknowledged", "the broker did not acknowledge the "
@@ -282,7 +295,7 @@ def register(ctx: StageContext) -> None:
                 return refusal(503, "broker_unavailable", f"{type(exc).__name__}; send the "
                                "rows again (the same ids are counted once)",
                                settings.ingest_retry_after_seconds)
-        ctx.count(STAGE, events_out=len(frames), samples=len(rows))
+        ctx.count(STAGE, samples=len(rows))
         return 202, {"accepted": len(rows), "ids": rows.ids, "model": meta.name,
                      "version": meta.version}, {}
 
