@@ -184,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after N messages")
     p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
     p = add("bench", cmd_bench, "benchmarks that print figures side by side", broker=False)
-    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop"])
+    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop",
+                                    "ingest"])
     p.add_argument("--broker", metavar="BROKER",
                    help="tansu (embedded), kafka (a local Apache Kafka started here), "
                         "kafka://host:port, both (side by side), or auto (default: both "
