@@ -1,8 +1,10 @@
-"""POST /api/ingest on a real worker (ingest_http and score, one worker for the module, on
-an embedded broker of the module's own): hypothesis throws over 1,000 hostile bodies at it
-over one kept-alive connection and each is answered 4xx with its reason (the 400s are
-dead-lettered with their bodies, nothing is accepted, the worker stays up); 1,000 valid
-rows with a fifth of their values missing come back as exactly one prediction each; an
+"""POST /api/ingest on a real worker (ingest_http, score, route, review, aggregate and
+evaluate: one worker for the module, on an embedded broker of the module's own):
+hypothesis throws over 1,000 hostile bodies at it over one kept-alive connection and each
+is answered 4xx with its reason (the 400s are dead-lettered with their bodies, nothing is
+accepted, the worker stays up); 1,000 valid rows with a fifth of their values missing come
+back as exactly one prediction each, are counted once in the windows and the evaluation,
+and the uncertain ones wait for review with their row; an
 ONNX export and a plug-in model (installed with pip, found by its entry point) are
 promoted and served by the same score stage; and with the broker gone, requests are
 answered 503 and 429 with Retry-After. The broker is stopped by the last test."""
@@ -49,6 +51,7 @@ MAX_IN_FLIGHT = 60  # one request of MAX_ROWS waiting, and a second is one too m
 ACK_TIMEOUT = 2.0
 REQUIRED = "alcohol"
 HOSTILE_BODIES = 1200
+STAGES = ["ingest_http", "score", "route", "review", "aggregate", "evaluate"]
 
 
 @dataclass
@@ -110,14 +113,15 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, unique_prefix_module: str
     settings = Settings(models_dir=registry.root, data_dir=work / "data", topic_prefix=prefix,
                         app_id=prefix, partitions=4)
     with EmbeddedBroker(log_path=work / "tansu.log") as broker:
-        create_topics(broker.bootstrap, topic_specs(settings, [f"{prefix}-ingest_http-score"]))
+        create_topics(broker.bootstrap, topic_specs(
+            settings, [f"{prefix}-{'-'.join(sorted(STAGES))}"]))
         env = env_for(settings, broker.url, prefix, model_name="tabular", api_token=TOKEN,
                       ingest_max_bytes=MAX_BYTES, ingest_max_rows=MAX_ROWS,
                       ingest_max_in_flight_rows=MAX_IN_FLIGHT,
                       ingest_ack_timeout_seconds=ACK_TIMEOUT, ingest_retry_after_seconds=2,
-                      shutdown_seconds=4)
+                      shutdown_seconds=4, tumbling_seconds=60, windows_kept=10)
         env["PYTHONPATH"] = str(site)
-        worker = start_worker(env, ["ingest_http", "score"], work / "worker.log")
+        worker = start_worker(env, STAGES, work / "worker.log")
         try:
             client = Client(worker.port)
             wait_until("the ingest producer connected", lambda: worker.get(
@@ -334,6 +338,27 @@ def test_valid_rows_with_missing_values_are_predicted_once_each(pipeline: Pipeli
     assert set(counts) == set(ids) and set(counts.values()) == {1}, "one prediction per row"
     assert {(b.kind, b.model, b.model_version) for b in batches} == {(TABULAR, "tabular", 1)}
     assert any(np.isnan(b.pixels).any() for b in batches)
+
+    def evaluated() -> Any:
+        model = pipeline.worker.get("/api/evaluation")["models"].get("tabular:1")
+        return model if model and model["cumulative"]["count"] == len(ids) else None
+
+    model = wait_until("every row evaluated once", evaluated, timeout=30)
+    assert model["cumulative"]["accuracy"] > 0.7
+
+    def windowed() -> int:
+        total = 0
+        for device in pipeline.worker.get("/api/devices")["devices"]:
+            view = pipeline.worker.get(f"/api/devices/{device['device']}/windows")
+            total += sum(w["total"]["count"] for w in view["current"] + view["closed"])
+        return total
+
+    wait_until("every row counted once in the windows", lambda: windowed() == len(ids),
+               timeout=30)
+    items = pipeline.worker.get("/api/review?limit=1000")["items"]
+    assert items and all(item["kind"] == TABULAR and item["image_b64"] == "" for item in items)
+    assert all(len(item["row"]) == len(pipeline.schema) for item in items)
+    assert any(None in item["row"] for item in items)
 
 
 # -- adapters: ONNX and a plug-in, served by the same score stage -------------------------------
