@@ -42,6 +42,7 @@ from edgewise.models.registry import (
 from edgewise.models.retrain import correction_rows, gate, latest_corrections, train_candidate
 
 STAGE = "retrain"
+DIGITS = "digits"
 log = logging.getLogger("edgewise.retrain")
 _STATUS: weakref.WeakKeyDictionary[Any, RetrainStatus] = weakref.WeakKeyDictionary()
 
@@ -104,7 +105,10 @@ def retrain_once(settings: Settings, records: list[dict[str, Any]], algorithm: s
     served_version = promotions.pin()  # before the candidate exists: it must not be served
     if served_version is None:
         raise RegistryError(f"no {name} model to retrain from; train one: edgewise train {name}")
-    served, _ = registry.load(name, served_version)
+    served, served_meta = registry.load(name, served_version)
+    if served_meta.kind != DIGITS:  # corrections carry digit pixels; candidates are digits
+        raise RegistryError(f"retraining from corrections trains digits models; {name} "
+                            f"v{served_version} is a {served_meta.kind} model")
     rows = correction_rows(latest_corrections(records))
     if not len(rows):
         raise NothingToLearn(f"no standing correction with digit pixels among {len(records)} "

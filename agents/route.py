@@ -13,15 +13,24 @@ from typing import Any
 import numpy as np
 
 from edgewise.app.core.context import StageContext
-from edgewise.app.core.records import Origin, PredictionBatch, ReviewItem, top_k_pairs
+from edgewise.app.core.records import (
+    TABULAR,
+    Origin,
+    PredictionBatch,
+    ReviewItem,
+    row_values,
+    top_k_pairs,
+)
 from edgewise.models.review_rule import review_reasons, route_low_confidence
 
 STAGE = "route"
 
 
 def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[ReviewItem]:
-    """Review items for the routed predictions of one batch."""
+    """Review items for the routed predictions of one batch: an image sample's carry its
+    pixels, a tabular sample's its row."""
     margins = batch.margins()
+    tabular = batch.kind == TABULAR
     mask = route_low_confidence(batch.confidence, margins, low, min_margin)
     items = []
     for i in np.flatnonzero(mask):
@@ -31,10 +40,11 @@ def review_items(batch: PredictionBatch, low: float, min_margin: float) -> list[
             model_version=batch.model_version, label=int(batch.labels[i]), confidence=conf,
             margin=margin,
             top_k=top_k_pairs(batch.top_labels[i], batch.top_probs[i]),
-            image_b64=base64.b64encode(batch.pixels[i].tobytes()).decode(),
+            image_b64="" if tabular else base64.b64encode(batch.pixels[i].tobytes()).decode(),
             shape=list(batch.pixels.shape[1:]), timestamp=float(batch.timestamps[i]),
             true_label=None if batch.true_labels[i] < 0 else int(batch.true_labels[i]),
             reason=review_reasons(conf, margin, low, min_margin), kind=batch.kind,
+            row=row_values(batch.pixels[i]) if tabular else None,
         ))
     return items
 

@@ -44,6 +44,11 @@ def register(ctx: StageContext) -> None:
                 ok, batch = await ctx.decode_or_dead_letter(STAGE, raw, source,
                                                             ctx.boundary.samples)
                 if ok:
+                    try:
+                        holder.check(batch)  # the model's kind; a tabular model's schema
+                    except BadInput as exc:
+                        await ctx.dead_letter(STAGE, exc, raw, source)
+                        continue
                     batches.append(batch)
             ctx.count(STAGE, events_in=len(values))
             if batches:

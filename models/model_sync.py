@@ -3,7 +3,8 @@
 The hub packs the artifact bytes with their registry metadata (``export_version``); the
 edge writes them into its own registry in the same layout (``install_version``) and loads
 them through ``ModelRegistry.load``, so the same checks apply at the edge as at the hub:
-the sha256 must match and skops may build only allow-listed types. Nothing is unpickled.
+the sha256 must match and the version's adapter reads it (skops building only
+allow-listed types). Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 
-from edgewise.models.registry import ARTIFACT, META, ModelMeta, ModelRegistry, RegistryError
+from edgewise.models.registry import META, ModelMeta, ModelRegistry, RegistryError
 
 _META_FIELDS = {f.name for f in dataclasses.fields(ModelMeta)}
 
@@ -23,7 +24,7 @@ def export_version(registry: ModelRegistry, name: str, version: int | None = Non
                    ) -> tuple[ModelMeta, bytes]:
     """Metadata and artifact bytes of one version (the newest by default)."""
     meta = registry.meta(name, version)
-    artifact = (registry.root / name / str(meta.version) / ARTIFACT).read_bytes()
+    artifact = registry.artifact_path(meta).read_bytes()
     if hashlib.sha256(artifact).hexdigest() != meta.sha256:
         raise RegistryError(f"model {name} v{meta.version}: artifact does not match its sha256")
     return meta, artifact
@@ -38,6 +39,7 @@ def install_version(registry: ModelRegistry, meta: dict[str, object], artifact: 
     known = ModelMeta(**{k: v for k, v in meta.items() if k in _META_FIELDS})  # type: ignore[arg-type]
     if hashlib.sha256(artifact).hexdigest() != known.sha256:
         raise RegistryError(f"model {known.name} v{known.version}: artifact sha256 mismatch")
+    file_name = registry.artifact_path(known).name  # a plain file name, or refused
     folder = registry.root / known.name / str(known.version)
     if (folder / META).is_file():
         if registry.meta(known.name, known.version).sha256 != known.sha256:
@@ -47,7 +49,7 @@ def install_version(registry: ModelRegistry, meta: dict[str, object], artifact: 
     staging = registry.root / known.name / f".incoming-{known.version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    (staging / ARTIFACT).write_bytes(artifact)
+    (staging / file_name).write_bytes(artifact)
     (staging / META).write_text(json.dumps(known.to_dict(), indent=2))
     try:
         os.rename(staging, folder)  # the version appears whole or not at all

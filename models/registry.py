@@ -1,34 +1,37 @@
-"""The model registry: versioned artifacts in a directory, saved with skops, never pickle.
+"""The model registry: versioned artifacts in a directory, never pickle.
 
-Layout: ``<root>/<name>/<version>/model.skops`` beside ``meta.json`` (name, version,
-sha256, training-data summary, metrics, created_at). Loading checks the sha256 first (a
-changed artifact is refused) and then lets skops build only types on our allow-list. The
-sha256 sits beside the artifact, so it catches corruption and careless edits, not an
-attacker who can write both files; the type allow-list is what stops code from loading.
+Layout: ``<root>/<name>/<version>/<artifact>`` beside ``meta.json`` (name, version, sha256,
+the adapter that wrote the artifact and its file name, the kind of samples it scores, the
+input schema of a tabular model, training-data summary, metrics, created_at). The artifact
+is written and read by its adapter (``models.adapters``: skops by default, ONNX, or an
+installed plug-in). Loading checks the sha256 first (a changed artifact is refused), then
+hands the file to the adapter; skops builds only types on an allow-list. The sha256 sits
+beside the artifact, so it catches corruption and careless edits, not an attacker who can
+write both files; the type allow-list is what stops code from loading.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import skops.io as sio
+from edgewise.app.core.input_schema import InputSchema
+from edgewise.app.core.records import SAMPLE_KINDS, TABULAR, known_kind
+from edgewise.models.adapters import DEFAULT_ADAPTER, adapter_for, check_served
+from edgewise.models.errors import RegistryError
+from edgewise.models.skops_adapter import SkopsAdapter
 
-ARTIFACT = "model.skops"
+ARTIFACT = SkopsAdapter.artifact  # the default adapter's, and every version's before adapters
 META = "meta.json"
-
-#: Types skops may build beyond the ones it trusts by default, by exact name. Nothing
-#: callable (``builtins.eval``, numpy ufuncs, functions) is ever on this list.
-TRUSTED_TYPES = frozenset({"sklearn.tree._tree.Tree"})
-
-
-class RegistryError(RuntimeError):
-    """A model is missing, tampered with, or built from types we do not trust."""
+DEFAULT_KIND = "digits"
+__all__ = ["ARTIFACT", "META", "ModelMeta", "ModelRegistry", "PromotionLog", "RegistryError",
+           "read_decision", "record_decision"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,24 @@ class ModelMeta:
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     classes: list[int] = field(default_factory=list)
+    adapter: str = DEFAULT_ADAPTER
+    artifact: str = ARTIFACT
+    kind: str = DEFAULT_KIND
+    #: the features a tabular model reads (``InputSchema.to_dict``); None for image kinds
+    input_schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def schema(self) -> InputSchema | None:
+        """The input schema, for a tabular model."""
+        return None if self.input_schema is None else InputSchema.from_dict(self.input_schema)
+
+    def features(self) -> int:
+        """How many columns the model reads."""
+        if self.input_schema is not None:
+            return len(self.input_schema["features"])
+        return math.prod(SAMPLE_KINDS[self.kind][0])
 
 
 def _sha256(path: Path) -> str:
@@ -81,18 +99,28 @@ class ModelRegistry:
     def register(
         self, name: str, model: Any, *, training_data: dict[str, Any] | None = None,
         metrics: dict[str, float] | None = None, algorithm: str = "",
+        adapter: str = DEFAULT_ADAPTER, kind: str | None = None,
+        input_schema: InputSchema | dict[str, Any] | None = None,
     ) -> ModelMeta:
-        """Save ``model`` as the next version of ``name`` and return its metadata."""
+        """Save ``model`` through ``adapter`` as the next version of ``name`` and return its
+        metadata. ``kind`` and ``input_schema`` default to the model's own attributes of
+        those names (a plug-in's model may say them), else digits; a tabular model needs a
+        schema, and an image kind none."""
+        kind, schema = _kind_and_schema(model, kind, input_schema)
+        writer = adapter_for(adapter)
         version = self._next_version(name)
         folder = self.root / name / str(version)
         staging = self.root / name / f".staging-{version}-{os.getpid()}"
         staging.mkdir(parents=True, exist_ok=False)
-        artifact = staging / ARTIFACT
-        sio.dump(model, artifact)
+        artifact = staging / writer.artifact
+        features = len(schema) if schema is not None else math.prod(SAMPLE_KINDS[kind][0])
+        writer.save(model, artifact, features)
         meta = ModelMeta(
             name=name, version=version, sha256=_sha256(artifact), created_at=time.time(),
             algorithm=algorithm or type(model).__name__, training_data=training_data or {},
             metrics=metrics or {}, classes=[int(c) for c in getattr(model, "classes_", [])],
+            adapter=adapter, artifact=writer.artifact, kind=kind,
+            input_schema=None if schema is None else schema.to_dict(),
         )
         (staging / META).write_text(json.dumps(meta.to_dict(), indent=2))
         os.rename(staging, folder)  # the version appears whole or not at all
@@ -119,10 +147,19 @@ class ModelRegistry:
         except (ValueError, TypeError) as exc:
             raise RegistryError(f"model {name} v{version} has unreadable metadata: {exc}") from None
 
+    def artifact_path(self, meta: ModelMeta) -> Path:
+        """Where a version's artifact lies (its file name comes from its metadata, which the
+        adapter named: never a path of the metadata's choosing)."""
+        if Path(meta.artifact).name != meta.artifact or meta.artifact in ("", META, ".", ".."):
+            raise RegistryError(f"model {meta.name} v{meta.version}: artifact name "
+                                f"{meta.artifact[:80]!r} is not a file name")
+        return self.root / meta.name / str(meta.version) / meta.artifact
+
     def load(self, name: str, version: int | None = None) -> tuple[Any, ModelMeta]:
-        """Load a verified model: sha256 must match and every type must be trusted."""
+        """Load a verified model: the sha256 must match, then its adapter reads it (skops
+        building trusted types only)."""
         meta = self.meta(name, version)
-        artifact = self.root / name / str(meta.version) / ARTIFACT
+        artifact = self.artifact_path(meta)
         if not artifact.is_file():
             raise RegistryError(f"model {name} v{meta.version}: artifact {artifact} is missing")
         actual = _sha256(artifact)
@@ -131,17 +168,33 @@ class ModelRegistry:
                 f"model {name} v{meta.version} was tampered with: sha256 {actual[:12]}… "
                 f"does not match the registered {meta.sha256[:12]}…"
             )
+        what = f"model {name} v{meta.version}"
         try:
-            untrusted = sio.get_untrusted_types(file=artifact)
-        except Exception as exc:  # skops raises assorted errors on corrupt archives
-            raise RegistryError(f"model {name} v{meta.version} is unreadable: {exc}") from None
-        refused = [t for t in untrusted if t not in TRUSTED_TYPES]
-        if refused:
-            raise RegistryError(
-                f"model {name} v{meta.version} needs untrusted types: {', '.join(refused)}"
-            )
-        model = sio.load(artifact, trusted=untrusted)
-        return model, meta
+            model = adapter_for(meta.adapter).load(artifact)
+        except RegistryError as exc:
+            raise RegistryError(f"{what}: {exc}") from None
+        except Exception as exc:  # a plug-in that fails on its own artifact
+            raise RegistryError(f"{what}: adapter {meta.adapter} failed to load it: "
+                                f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        return check_served(model, what), meta
+
+
+def _kind_and_schema(model: Any, kind: str | None, schema: Any
+                     ) -> tuple[str, InputSchema | None]:
+    """The kind and schema to record: given, else the model's own, else digits."""
+    kind = kind if kind is not None else getattr(model, "kind", DEFAULT_KIND)
+    if schema is None:
+        schema = getattr(model, "input_schema", None)
+    if not isinstance(kind, str) or not known_kind(kind):
+        raise RegistryError(f"unknown sample kind {str(kind)[:50]!r}")
+    if isinstance(schema, dict):
+        try:
+            schema = InputSchema.from_dict(schema)
+        except ValueError as exc:
+            raise RegistryError(f"bad input schema: {exc}") from None
+    if (kind == TABULAR) != (schema is not None):
+        raise RegistryError("a tabular model needs an input schema, and only a tabular one")
+    return kind, schema
 
 
 PROMOTED = "promoted.json"

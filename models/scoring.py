@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from edgewise.app.core.records import PredictionBatch, SampleBatch
+from edgewise.app.core.frames import BadInput
+from edgewise.app.core.input_schema import InputSchema
+from edgewise.app.core.records import TABULAR, PredictionBatch, SampleBatch
 from edgewise.models.registry import ModelMeta, ModelRegistry, PromotionLog, RegistryError
 
 log = logging.getLogger("edgewise.score")
@@ -58,6 +60,7 @@ class ModelHolder:
         self.name = name
         self.model: Any = None
         self.meta: ModelMeta | None = None
+        self.schema: InputSchema | None = None  # the served model's, when tabular
         self.shadow_model: Any = None
         self.shadow_meta: ModelMeta | None = None
         self._shadow_refused: int | None = None
@@ -72,11 +75,23 @@ class ModelHolder:
         swapped = False
         if wanted is not None and (self.meta is None or self.meta.version != wanted):
             model, meta = self.registry.load(self.name, wanted)
-            self.model, self.meta = model, meta
+            self.model, self.meta, self.schema = model, meta, meta.schema()
             log.warning("score: serving model %s v%d", meta.name, meta.version)
             swapped = True
         self._refresh_shadow(promotions.shadow())
         return swapped
+
+    def check(self, batch: SampleBatch) -> None:
+        """BadInput when the served model was not made for ``batch``: samples of another
+        kind, or tabular rows its input schema refuses (the wrong width, a missing value
+        where the feature may not be missing)."""
+        meta = self.meta
+        assert meta is not None
+        if batch.kind != meta.kind:
+            raise BadInput("wrong_kind", f"{batch.kind[:50]} samples; the served model "
+                                         f"{meta.name} v{meta.version} scores {meta.kind}")
+        if meta.kind == TABULAR and self.schema is not None:
+            self.schema.check_rows(batch.pixels)
 
     def refuse_shadow(self) -> None:
         """Stop scoring the shadow candidate (it failed on live samples), for good."""

@@ -1,7 +1,7 @@
-"""``edgewise bench score|latency|cdc|pipeline|eos|loop``: each prints its figures side by
-side.
+"""``edgewise bench score|latency|cdc|pipeline|eos|loop|ingest``: each prints its figures
+side by side.
 
-score, latency, cdc and pipeline (and loop, on Tansu unless ``--broker`` says otherwise) run
+score, latency, cdc, pipeline and ingest (and loop, on Tansu unless ``--broker`` says otherwise) run
 once per broker ``--broker`` names (see
 :mod:`edgewise.app.bench.brokers`: by default Tansu and, when java is there, a local Apache
 Kafka) and print the brokers side by side in one table. ``cdc --vs debezium`` runs
@@ -82,6 +82,11 @@ def bench_command(settings: Settings, what: str, args: argparse.Namespace,
         except LoopFailed as exc:
             print(f"edgewise bench loop: {exc}", file=sys.stderr)
             return 1
+        return 0
+    if what == "ingest":
+        from edgewise.app.bench.ingest import bench_ingest, print_ingest
+
+        print_ingest(per_broker(settings, choice, bench_ingest))
         return 0
     if what == "pipeline":
         from edgewise.app.bench.pipeline import bench_pipeline, print_pipeline

@@ -20,6 +20,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES: tuple[str, ...] = (
     "edgewise.app.cli.db",
     "edgewise.app.cli.edge",
+    "edgewise.app.cli.generate",
     "edgewise.app.cli.retrain",
     "edgewise.app.cli.status",
 )
@@ -78,6 +79,10 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from edgewise.app.cli.train import train_command
 
+    if args.model == "tabular":
+        from edgewise.app.cli.train import train_tabular_command
+
+        return train_tabular_command(settings_from(args), args)
     return train_command(settings_from(args), args.model, args.algorithm, args.from_topic)
 
 
@@ -147,9 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "into the cache and exit")
     p.add_argument("--app-id", action="append", help="also create this app's table topics")
     p = add("train", cmd_train, "train a model and register a new version")
-    p.add_argument("model", choices=["digits"])
-    p.add_argument("--algorithm", choices=["linear", "forest"], default="linear")
-    p.add_argument("--from-topic", help="train from a topic instead of the bundled data")
+    p.add_argument("model", choices=["digits", "tabular"])
+    p.add_argument("--algorithm", choices=["linear", "forest"], default="linear",
+                   help="digits: the estimator")
+    p.add_argument("--from-topic", help="digits: train from a topic instead of the bundled data")
+    p.add_argument("--csv", help="tabular: rows from this CSV file (a header row)")
+    p.add_argument("--label", help="tabular: the CSV's label column")
+    p.add_argument("--dataset", choices=["wine", "breast_cancer"], default="wine",
+                   help="tabular: the scikit-learn dataset used without --csv")
+    p.add_argument("--missing", type=float,
+                   help="tabular: share of values blanked at random (default 0.2 for the "
+                        "dataset, 0 for a CSV)")
+    p.add_argument("--trees", type=int, default=100, help="tabular: trees of the forest")
+    p.add_argument("--required", action="append", default=[],
+                   help="tabular: a feature that may not be missing (repeatable)")
+    p.add_argument("--adapter", default="skops",
+                   help="tabular: how the version is stored and served: skops (default), "
+                        "onnx (exported with skl2onnx), or an installed plug-in's name")
+    p.add_argument("--name", default="tabular", help="tabular: the registered model's name")
     p = add("demo", cmd_demo, "run the whole pipeline with simulated devices")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="print a final JSON summary")
@@ -164,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="stop after N messages")
     p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
     p = add("bench", cmd_bench, "benchmarks that print figures side by side", broker=False)
-    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop"])
+    p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop",
+                                    "ingest"])
     p.add_argument("--broker", metavar="BROKER",
                    help="tansu (embedded), kafka (a local Apache Kafka started here), "
                         "kafka://host:port, both (side by side), or auto (default: both "

@@ -31,6 +31,8 @@ MAX_MODEL_VERSION = 2**31 - 1
 MIN_TIMESTAMP = 946_684_800.0  # 2000-01-01 UTC
 DEFAULT_FUTURE_SKEW_SECONDS = 30.0  # the settings' default: half of 6 windows of 10 s
 MAX_LATENCY_MS = 1e12  # about 30 years either way; beyond that a column is garbage
+#: Features of one tabular row at most: a row of them stays a few KB in a review item.
+MAX_FEATURES = 256
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -129,6 +131,18 @@ def check_probabilities(values: np.ndarray, what: str) -> None:
         raise BadInput("nan", f"{what} holds NaN or infinity")
     if values.size and (float(values.min()) < 0.0 or float(values.max()) > 1.0):
         raise BadInput("out_of_range", f"{what} must lie in 0..1")
+
+
+def check_feature_rows(values: np.ndarray, n: int, what: str = "features") -> None:
+    """Tabular rows: float32, ``(n, f)`` with 1..MAX_FEATURES features, each value finite or
+    NaN (NaN marks a missing value; whether a feature may be missing is the model's to say,
+    see ``models.input_schema``). Infinity is never a measurement."""
+    if values.dtype != np.float32:
+        raise BadInput("bad_dtype", f"{what} must be float32, not {values.dtype}")
+    if values.ndim != 2 or values.shape[0] != n or not 1 <= values.shape[1] <= MAX_FEATURES:
+        raise BadInput("wrong_shape", f"{what} {values.shape}, expected ({n}, 1..{MAX_FEATURES})")
+    if np.isinf(values).any():
+        raise BadInput("not_finite", f"{what} hold infinity (NaN alone marks a missing value)")
 
 
 def check_count(n: int, max_samples: int, what: str = "samples") -> None:

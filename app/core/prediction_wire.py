@@ -24,6 +24,7 @@ from edgewise.app.core.bounds import (
     MAX_TOP_K,
     check_count,
     check_device,
+    check_feature_rows,
     check_ids,
     check_labels,
     check_model,
@@ -39,7 +40,7 @@ from edgewise.app.core.frames import (
     encode_frame,
     is_frame,
 )
-from edgewise.app.core.records import SAMPLE_KINDS, PredictionBatch
+from edgewise.app.core.records import SAMPLE_KINDS, TABULAR, PredictionBatch, known_kind
 
 PREDICTION_COLUMNS = ("timestamps", "true_labels", "labels", "confidence", "top_labels",
                       "top_probs", "latency_ms", "pixels")
@@ -61,7 +62,8 @@ def encode_prediction_batch(batch: PredictionBatch) -> bytes:
         "top_labels": np.asarray(batch.top_labels, dtype=np.int32),
         "top_probs": np.asarray(batch.top_probs, dtype=np.float32),
         "latency_ms": np.asarray(batch.latency_ms, dtype=np.float32),
-        "pixels": np.asarray(batch.pixels, dtype=np.uint8),
+        "pixels": np.asarray(batch.pixels,
+                             dtype=np.float32 if batch.kind == TABULAR else np.uint8),
     }
     return encode_frame(KIND_PREDICTIONS, meta, arrays)
 
@@ -81,7 +83,7 @@ def decode_prediction_batch(
         raise BadInput("missing_field", f"arrays {', '.join(missing)}")
     device = check_device(meta.get("device"))
     kind = meta.get("kind", "digits")
-    if not isinstance(kind, str) or kind not in SAMPLE_KINDS:
+    if not isinstance(kind, str) or not known_kind(kind):
         raise BadInput("unknown_kind", str(kind)[:50])
     ids = meta.get("ids")
     if not isinstance(ids, list):
@@ -89,8 +91,12 @@ def decode_prediction_batch(
     check_count(len(ids), max_samples, "predictions")
     check_ids(ids)
     model, version = check_model(meta.get("model"), meta.get("model_version"))
-    _check_shapes(arrays, len(ids), SAMPLE_KINDS[kind][0], max_top_k)
-    _check_values(arrays, SAMPLE_KINDS[kind])
+    _check_shapes(arrays, len(ids), max_top_k)
+    if kind == TABULAR:
+        check_feature_rows(arrays["pixels"], len(ids), "rows")
+    else:
+        _check_pixels(arrays["pixels"], len(ids), SAMPLE_KINDS[kind])
+    _check_values(arrays)
     check_times(arrays["timestamps"], "timestamps", future_skew, now)
     scored_at = check_time(meta.get("scored_at"), "scored_at", future_skew, now)
     return PredictionBatch(
@@ -99,8 +105,7 @@ def decode_prediction_batch(
     )
 
 
-def _check_shapes(arrays: dict[str, np.ndarray], n: int, image: tuple[int, ...],
-                  max_top_k: int) -> None:
+def _check_shapes(arrays: dict[str, np.ndarray], n: int, max_top_k: int) -> None:
     """One row per id in every column; top-k (n, k) with 1 <= k <= max_top_k."""
     for name in ("timestamps", "true_labels", "labels", "confidence", "latency_ms"):
         if arrays[name].shape != (n,):
@@ -113,20 +118,22 @@ def _check_shapes(arrays: dict[str, np.ndarray], n: int, image: tuple[int, ...],
         raise BadInput("wrong_shape", "top-k needs at least one column")
     if k > max_top_k:
         raise BadInput("top_k_too_wide", f"top-k of {k} > limit {max_top_k}")
-    if arrays["pixels"].shape != (n, *image):
-        raise BadInput("wrong_shape", f"pixels {arrays['pixels'].shape}, expected "
-                                      f"{(n, *image)}")
 
 
-def _check_values(arrays: dict[str, np.ndarray],
+def _check_pixels(pixels: np.ndarray, n: int,
                   kind: tuple[tuple[int, ...], float, float]) -> None:
-    """Dtypes, finiteness and ranges of every column, and top-k agreeing with itself."""
-    _, low, high = kind
-    pixels = arrays["pixels"]
+    """An image kind's pixels: its shape, uint8, its range."""
+    image, low, high = kind
+    if pixels.shape != (n, *image):
+        raise BadInput("wrong_shape", f"pixels {pixels.shape}, expected {(n, *image)}")
     if pixels.dtype != np.uint8:
         raise BadInput("bad_dtype", f"pixels must be uint8, not {pixels.dtype}")
     if pixels.min() < low or pixels.max() > high:
         raise BadInput("out_of_range", f"pixels must lie in {low:g}..{high:g}")
+
+
+def _check_values(arrays: dict[str, np.ndarray]) -> None:
+    """Dtypes, finiteness and ranges of every column, and top-k agreeing with itself."""
     check_labels(arrays["labels"], "labels", unknown_allowed=False)
     check_labels(arrays["true_labels"], "true_labels", unknown_allowed=True)
     check_labels(arrays["top_labels"], "top_labels", unknown_allowed=False)

@@ -15,10 +15,19 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 
-#: Sample kinds and their image shape and pixel value range.
+#: Image sample kinds and their image shape and pixel value range (pixels are uint8).
 SAMPLE_KINDS: dict[str, tuple[tuple[int, ...], float, float]] = {
     "digits": ((8, 8), 0.0, 16.0),
 }
+#: The other kind: rows of named features, float32, NaN where a value is missing, as many
+#: per row as the model's input schema names (``bounds.MAX_FEATURES`` at most). A tabular
+#: batch carries its rows where an image batch carries its pixels.
+TABULAR = "tabular"
+
+
+def known_kind(kind: object) -> bool:
+    """A kind a sample or prediction frame may say it is."""
+    return kind == TABULAR or kind in SAMPLE_KINDS
 
 
 class Sample(faust.Record, serializer="json"):
@@ -51,7 +60,7 @@ class Prediction(faust.Record, serializer="json"):
 
 
 class ReviewItem(faust.Record, serializer="json"):
-    """A prediction a person should look at, with the image and the top-k scores."""
+    """A prediction a person should look at, with the image (or the row) and the top-k."""
 
     id: str
     device: str
@@ -68,6 +77,9 @@ class ReviewItem(faust.Record, serializer="json"):
     reason: str = ""
     image_url: str = ""
     kind: str = "digits"
+    #: a tabular sample's row in place of an image (``image_b64`` empty, ``shape`` its
+    #: width): the feature values in the model's schema order, None where missing
+    row: list[float | None] | None = None
     schema: int = SCHEMA_VERSION
 
 
@@ -96,6 +108,12 @@ class Origin:
     offset: int
 
 
+def row_values(values: np.ndarray) -> list[float | None]:
+    """One tabular row as JSON takes it: its float32 values at their shortest (``13.2``, not
+    ``13.199999809265137``), None where missing."""
+    return [None if v != v else float(str(v)) for v in values.astype(np.float32)]
+
+
 def top_k_pairs(labels: np.ndarray, probs: np.ndarray) -> list[tuple[int, float]]:
     """(label, probability) pairs of one prediction, best first."""
     return [(int(a), float(b)) for a, b in zip(labels, probs, strict=True)]
@@ -103,14 +121,18 @@ def top_k_pairs(labels: np.ndarray, probs: np.ndarray) -> list[tuple[int, float]
 
 @dataclass(frozen=True, slots=True)
 class SampleBatch:
-    """Samples from one device, as columns. ``labels`` is -1 where the truth is unknown."""
+    """Samples from one device, as columns. ``labels`` is -1 where the truth is unknown.
+
+    ``pixels`` holds what the model reads: uint8 images for image kinds, float32 feature
+    rows (NaN: missing) for the tabular kind.
+    """
 
     device: str
     kind: str
     ids: list[str]
     timestamps: np.ndarray  # float64 seconds since the epoch, shape (n,)
     labels: np.ndarray  # int32, shape (n,)
-    pixels: np.ndarray  # uint8, shape (n, *image shape)
+    pixels: np.ndarray  # uint8 (n, *image shape), or float32 (n, features) when tabular
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -148,7 +170,7 @@ class PredictionBatch:
     top_labels: np.ndarray  # int32 (n, k)
     top_probs: np.ndarray  # float32 (n, k)
     latency_ms: np.ndarray  # float32, edge timestamp to prediction
-    pixels: np.ndarray  # uint8 (n, *image shape)
+    pixels: np.ndarray  # uint8 (n, *image shape), or float32 (n, features) when tabular
     scored_at: float
 
     def __len__(self) -> int:

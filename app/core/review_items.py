@@ -15,6 +15,7 @@ from typing import Any
 
 from edgewise.app.core.bounds import (
     DEFAULT_FUTURE_SKEW_SECONDS,
+    MAX_FEATURES,
     MAX_LABEL,
     MAX_TOP_K,
     check_device,
@@ -26,7 +27,7 @@ from edgewise.app.core.bounds import (
     is_number,
 )
 from edgewise.app.core.frames import BadInput, json_object
-from edgewise.app.core.records import SCHEMA_VERSION, ReviewItem
+from edgewise.app.core.records import SCHEMA_VERSION, TABULAR, ReviewItem
 
 MAX_DIMS = 4
 MAX_TEXT = 2000  # reason, image_url, kind: short texts a person reads
@@ -54,6 +55,23 @@ def _check_shape(doc: dict[str, Any]) -> None:
             raise BadInput("bad_pixels", "image_b64 is not valid base64") from None
         if math.prod(shape) != size:
             raise BadInput("wrong_shape", f"{size} bytes do not fill shape {shape}")
+
+
+def _check_row(doc: dict[str, Any]) -> None:
+    """A tabular item carries its row (numbers, null where missing) and no image; the row
+    fills ``shape``. Any other item carries no row."""
+    row = doc.get("row")
+    if doc.get("kind") != TABULAR:
+        if row is not None:
+            raise BadInput("bad_field", "only a tabular item carries a row")
+        return
+    if not isinstance(row, list) or not 1 <= len(row) <= MAX_FEATURES:
+        raise BadInput("bad_field", f"a tabular item's row must be a list of 1..{MAX_FEATURES} "
+                                    "numbers or nulls")
+    if not all(v is None or is_number(v) for v in row):
+        raise BadInput("bad_field", "a row's values must be finite numbers or null (missing)")
+    if doc["shape"] != [len(row)] or doc["image_b64"]:
+        raise BadInput("wrong_shape", f"a tabular item's shape is [{len(row)}], with no image")
 
 
 def _check_label(value: Any, what: str, unknown_allowed: bool) -> None:
@@ -113,4 +131,5 @@ def parse_review_item(
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise BadInput("bad_field", f"{name} must be a string of at most {MAX_TEXT}")
     _check_shape(doc)
+    _check_row(doc)
     return doc

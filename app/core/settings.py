@@ -257,6 +257,32 @@ class Settings(BaseSettings):
         2.0, gt=0, le=60, description="how long the dashboard waits for each peer's part"
     )
 
+    # HTTP ingest of tabular rows (the ingest_http stage)
+    ingest_max_bytes: int = Field(
+        1_048_576, ge=1024, le=64_000_000, description="largest POST /api/ingest body; larger "
+        "is refused (413)"
+    )
+    ingest_max_rows: int = Field(
+        4096, ge=1, le=1_000_000, description="rows one POST /api/ingest may carry; more is "
+        "refused (413)"
+    )
+    ingest_max_in_flight_rows: int = Field(
+        50_000, ge=1, description="rows a worker holds accepted but not yet acknowledged by "
+        "the broker; a request beyond it is answered 429"
+    )
+    ingest_ack_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="how long a request waits for the broker to "
+        "acknowledge its rows before it is answered 503"
+    )
+    ingest_retry_after_seconds: float = Field(
+        1.0, gt=0, le=3600, description="Retry-After of a 429 or 503; after a failed delivery "
+        "requests are answered 503 for this long"
+    )
+    ingest_device: str = Field(
+        "http", min_length=1, max_length=200, description="device of ingested rows that name "
+        "none (rows are partitioned by device)"
+    )
+
     # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(

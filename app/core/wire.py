@@ -19,10 +19,12 @@ import numpy as np
 
 from edgewise.app.core.bounds import (
     DEFAULT_FUTURE_SKEW_SECONDS,
+    MAX_FEATURES,
     MAX_ID_LENGTH,
     MAX_LABEL,
     check_count,
     check_device,
+    check_feature_rows,
     check_ids,
     check_labels,
     check_size,
@@ -39,13 +41,14 @@ from edgewise.app.core.frames import (
     json_object,
 )
 from edgewise.app.core.prediction_wire import decode_prediction_batch, encode_prediction_batch
-from edgewise.app.core.records import SAMPLE_KINDS, SampleBatch
+from edgewise.app.core.records import SAMPLE_KINDS, TABULAR, SampleBatch, known_kind
 
 __all__ = [
     "MAX_ID_LENGTH", "MAX_LABEL", "decode_prediction_batch", "decode_sample_batch",
     "encode_prediction_batch", "encode_sample_batch", "validate_sample_batch",
 ]
 SAMPLE_COLUMNS = ("timestamps", "labels", "pixels")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def encode_sample_batch(batch: SampleBatch) -> bytes:
@@ -54,9 +57,14 @@ def encode_sample_batch(batch: SampleBatch) -> bytes:
     arrays = {
         "timestamps": np.asarray(batch.timestamps, dtype=np.float64),
         "labels": np.asarray(batch.labels, dtype=np.int32),
-        "pixels": np.asarray(batch.pixels, dtype=np.uint8),
+        "pixels": np.asarray(batch.pixels, dtype=value_dtype(batch.kind)),
     }
     return encode_frame(KIND_SAMPLES, meta, arrays)
+
+
+def value_dtype(kind: str) -> type[np.generic]:
+    """The dtype of a kind's values on the wire: float32 rows, or uint8 pixels."""
+    return np.float32 if kind == TABULAR else np.uint8
 
 
 def decode_sample_batch(
@@ -96,7 +104,8 @@ def _meta_fields(meta: dict[str, Any], max_samples: int) -> tuple[str, str, list
 
 
 def _from_json(data: bytes, max_samples: int) -> SampleBatch:
-    """A batch from JSON: {"schema": 1, "device", "kind", "samples": [{id, ts, pixels…}]}."""
+    """A batch from JSON: {"schema": 1, "device", "kind", "samples": [{id, ts, pixels…}]}
+    (tabular samples carry ``features``: numbers, null where missing, in schema order)."""
     doc = json_object(data, "batch")
     schema = doc.get("schema", 1)
     if not is_int(schema) or schema not in SUPPORTED_VERSIONS:
@@ -112,10 +121,15 @@ def _from_json(data: bytes, max_samples: int) -> SampleBatch:
     ids = [s.get("id") if isinstance(s, dict) else None for s in samples]
     device, kind, ids = _meta_fields({"device": doc.get("device"), "kind": kind, "ids": ids},
                                      max_samples)
-    if kind not in SAMPLE_KINDS:
+    if not known_kind(kind):
         raise BadInput("unknown_kind", kind[:50])
-    shape, _, _ = SAMPLE_KINDS[kind]
-    pixels = np.stack([_json_pixels(s, shape) for s in samples])
+    if kind == TABULAR:
+        rows = [json_features(s.get("features")) for s in samples]
+        if len({len(r) for r in rows}) != 1:
+            raise BadInput("wrong_shape", "every sample needs the same number of features")
+        pixels = np.stack(rows)
+    else:
+        pixels = np.stack([_json_pixels(s, SAMPLE_KINDS[kind][0]) for s in samples])
     stamps = np.array([_json_number(s.get("ts", s.get("timestamp")), "ts") for s in samples],
                       dtype=np.float64)
     labels = np.array([_json_label(s.get("label")) for s in samples], dtype=np.int32)
@@ -147,6 +161,24 @@ def _json_pixels(sample: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray:
     return values.reshape(shape)
 
 
+def json_features(raw: Any) -> np.ndarray:
+    """One tabular row from JSON: 1..MAX_FEATURES numbers, null where missing, each within
+    float32 (a larger one would become infinity); float32 with NaN for the nulls."""
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FEATURES:
+        raise BadInput("missing_field", f"features must be a list of 1..{MAX_FEATURES} numbers "
+                                        "or nulls")
+    if not all(v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+               for v in raw):
+        raise BadInput("bad_features", "features must be numbers or null (missing)")
+    try:
+        values = np.array(raw, dtype=np.float64)  # None becomes NaN
+    except OverflowError:  # an int beyond any float
+        raise BadInput("out_of_range", f"features must lie within ±{FLOAT32_MAX:.3g}") from None
+    if np.isinf(values).any() or np.any(np.abs(values) > FLOAT32_MAX):
+        raise BadInput("out_of_range", f"features must lie within ±{FLOAT32_MAX:.3g}")
+    return values.astype(np.float32)
+
+
 def _json_number(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BadInput("bad_timestamp", f"{name} must be a number, got {str(value)[:50]}")
@@ -171,27 +203,37 @@ def validate_sample_batch(
 ) -> SampleBatch:
     """Check a decoded batch against its kind: counts, shape, range, NaN, ids, labels, time.
 
-    Returns the batch with pixels as uint8 (whole values only: 1.5 is not a pixel).
+    Returns an image batch with pixels as uint8 (whole values only: 1.5 is not a pixel);
+    tabular rows must be float32 already, finite or NaN (missing).
     """
     n = len(batch.ids)
     check_count(n, max_samples)
     check_device(batch.device)
-    if batch.kind not in SAMPLE_KINDS:
+    if not known_kind(batch.kind):
         raise BadInput("unknown_kind", batch.kind[:50])
+    if batch.kind == TABULAR:
+        check_feature_rows(batch.pixels, n)
+    else:
+        batch = _checked_pixels(batch, n)
+    if batch.timestamps.shape != (n,) or batch.labels.shape != (n,):
+        raise BadInput("wrong_shape", "timestamps and labels need one value per sample")
+    check_times(batch.timestamps, "timestamps", future_skew, now)
+    check_labels(batch.labels, "labels", unknown_allowed=True)
+    check_ids(batch.ids)
+    return batch
+
+
+def _checked_pixels(batch: SampleBatch, n: int) -> SampleBatch:
+    """An image batch's pixels: its kind's shape and range, whole values, as uint8."""
     shape, low, high = SAMPLE_KINDS[batch.kind]
     if batch.pixels.shape != (n, *shape):
         raise BadInput("wrong_shape", f"pixels {batch.pixels.shape}, expected {(n, *shape)}")
-    if batch.timestamps.shape != (n,) or batch.labels.shape != (n,):
-        raise BadInput("wrong_shape", "timestamps and labels need one value per sample")
     if batch.pixels.dtype.kind == "f" and not np.all(np.isfinite(batch.pixels)):
         raise BadInput("nan", "pixels contain NaN or infinity")
     if batch.pixels.min() < low or batch.pixels.max() > high:
         raise BadInput("out_of_range", f"{batch.kind} pixels must lie in {low:g}..{high:g}")
     if batch.pixels.dtype.kind == "f" and np.any(batch.pixels != np.round(batch.pixels)):
         raise BadInput("out_of_range", "pixels must be whole numbers")
-    check_times(batch.timestamps, "timestamps", future_skew, now)
-    check_labels(batch.labels, "labels", unknown_allowed=True)
-    check_ids(batch.ids)
     if batch.pixels.dtype != np.uint8:
         batch = dataclasses.replace(batch, pixels=batch.pixels.astype(np.uint8))
     return batch

@@ -36,6 +36,7 @@ STAGE_MODULES: dict[str, str] = {
     "cdc": "edgewise.agents.cdc.capture",
     "cdc_transform": "edgewise.agents.cdc.transform",
     "evaluate": "edgewise.agents.evaluate",
+    "ingest_http": "edgewise.agents.ingest_http",  # POST /api/ingest: tabular rows
     "image_sink": "edgewise.agents.edge.image_sink",
     "edge_metrics": "edgewise.agents.edge.metrics",
 }

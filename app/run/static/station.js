@@ -38,8 +38,30 @@
     $("item-predicted").textContent = item.label;
     $("item-confidence").textContent = `${fmt(item.confidence, 3)} / ${fmt(item.margin, 3)}`;
     $("item-topk").textContent = (item.top_k || []).map(([l, p]) => `${l}: ${p.toFixed(3)}`).join("  ");
+    const tabular = Array.isArray(item.row);  // a row of features instead of an image
+    $("image").hidden = tabular;
+    $("row").hidden = !tabular;
+    if (tabular) {
+      const names = (await featureNames(item)) || [];
+      if (current === item) $("row").replaceChildren(el("tbody", {}, ...item.row.map((v, i) => el("tr", {},
+        el("th", {}, names[i] || `feature ${i + 1}`), el("td", {}, v === null ? "missing" : String(v))))));
+      return;
+    }
     const url = await edgewise.imageURL(item.image);
     if (current === item) $("image").src = url;
+  }
+
+  const schemas = {};  // feature names per model version, from /api/models
+  async function featureNames(item) {
+    const key = `${item.model}:${item.model_version}`;
+    if (!(key in schemas)) {
+      try {
+        for (const m of (await edgewise.getJSON("/api/models")).models)
+          if (m.input_schema) schemas[`${m.name}:${m.version}`] = m.input_schema.features.map(f => f.name);
+      } catch (e) { /* the row is shown without names */ }
+      if (!(key in schemas)) schemas[key] = null;
+    }
+    return schemas[key];
   }
 
   function drawQueue() {

@@ -21,6 +21,7 @@ from edgewise.agents.retrain import (
 )
 from edgewise.app.core.settings import load_settings
 from edgewise.app.core.shadow import ShadowTally
+from edgewise.models import tabular
 from edgewise.models.digits import digit_images, train_digits
 from edgewise.models.registry import ModelRegistry, PromotionLog, RegistryError, read_decision
 from edgewise.models.scoring import ModelHolder
@@ -167,3 +168,13 @@ def test_a_shadow_that_sees_too_little_times_out_rejected(registry: ModelRegistr
 def test_no_training_while_a_candidate_is_in_shadow() -> None:
     status = RetrainStatus(since_last=80, state="shadow")
     assert not due(status, 50, 0, 1000.0)
+
+
+def test_a_tabular_model_is_not_retrained_as_digits(tmp_path: Path) -> None:
+    trained = tabular.train_tabular(tabular.bundled("wine", 0.2), trees=5)
+    registry = ModelRegistry(tmp_path)
+    registry.register("tabular", trained.model, kind="tabular", input_schema=trained.schema)
+    settings = load_settings(models_dir=tmp_path, model_name="tabular")
+    with pytest.raises(RegistryError, match="is a tabular model"):
+        retrain_once(settings, hard_corrections(10))
+    assert registry.versions("tabular") == [1]

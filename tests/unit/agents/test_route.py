@@ -7,6 +7,7 @@ The rule (agents/route.py): confidence below ``low_confidence`` or a top-2 margi
 from __future__ import annotations
 
 import base64
+import dataclasses
 
 import numpy as np
 import pytest
@@ -133,3 +134,12 @@ def test_item_survives_the_review_topic() -> None:
     assert doc["image_b64"] == item.image_b64
     back = ReviewItem.loads(item.dumps(serializer="json"), serializer="json")
     assert back.reason == item.reason and back.margin == pytest.approx(item.margin)
+
+
+def test_a_tabular_item_carries_its_row_not_an_image() -> None:
+    batch = predictions([[0.4, 0.3], [0.9, 0.05]])
+    rows = np.array([[1.2, np.nan, 7.0], [0.0, 1.0, 2.0]], dtype=np.float32)
+    tabular = dataclasses.replace(batch, kind="tabular", pixels=rows)
+    [item] = review_items(tabular, LOW, MARGIN)
+    assert item.row == [1.2, None, 7.0] and item.image_b64 == "" and item.shape == [3]
+    assert parse_review_item(item.dumps(serializer="json"))["row"] == [1.2, None, 7.0]

@@ -148,7 +148,7 @@ def test_dockerfile_installs_only_the_runtime_extras_at_the_pinned_versions() ->
     extras = re.search(r"\.\[([a-z,]+)\]", runs[0])
     assert extras, runs[0]
     chosen = set(extras.group(1).split(","))
-    assert chosen == {"cdc", "edge", "rocksdb"}, chosen  # never the test extra
+    assert chosen == {"cdc", "edge", "onnx", "rocksdb"}, chosen  # never the test extra
     assert chosen <= set(PYPROJECT["project"]["optional-dependencies"])
     assert "-c deploy/constraints.txt" in runs[0]
 
