@@ -1,8 +1,8 @@
-"""``edgewise bench score|latency|cdc|pipeline|eos|loop|ingest``: each prints its figures
+"""``edgewise bench score|latency|cdc|pipeline|eos|loop|ingest|scale``: each prints its figures
 side by side.
 
-score, latency, cdc, pipeline and ingest (and loop, on Tansu unless ``--broker`` says otherwise) run
-once per broker ``--broker`` names (see
+score, latency, cdc, pipeline, ingest and scale (and loop, on Tansu unless ``--broker``
+says otherwise) run once per broker ``--broker`` names (see
 :mod:`edgewise.app.bench.brokers`: by default Tansu and, when java is there, a local Apache
 Kafka) and print the brokers side by side in one table. ``cdc --vs debezium`` runs
 edgewise's capture and Debezium's on one Apache Kafka instead; eos needs Apache Kafka too.
@@ -87,6 +87,11 @@ def bench_command(settings: Settings, what: str, args: argparse.Namespace,
         from edgewise.app.bench.ingest import bench_ingest, print_ingest
 
         print_ingest(per_broker(settings, choice, bench_ingest))
+        return 0
+    if what == "scale":
+        from edgewise.app.bench.scale import bench_scale, print_scale
+
+        print_scale(per_broker(settings, choice, bench_scale))
         return 0
     if what == "pipeline":
         from edgewise.app.bench.pipeline import bench_pipeline, print_pipeline

@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="keep waiting for new messages")
     p = add("bench", cmd_bench, "benchmarks that print figures side by side", broker=False)
     p.add_argument("what", choices=["score", "latency", "cdc", "pipeline", "eos", "loop",
-                                    "ingest"])
+                                    "ingest", "scale"])
     p.add_argument("--broker", metavar="BROKER",
                    help="tansu (embedded), kafka (a local Apache Kafka started here), "
                         "kafka://host:port, both (side by side), or auto (default: both "

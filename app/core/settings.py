@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         description="Faust's processing guarantee; exactly_once needs Kafka transactions "
         "(not on Tansu)",
     )
+    session_timeout_seconds: float = Field(
+        0.0, ge=0, le=300, description="consumer-group session: a worker that stops answering "
+        "(killed, a lost machine) loses its partitions to the others after this; 0: 6 s on "
+        "Tansu, 10 s on Kafka (the broker's group.min.session.timeout.ms must allow it)"
+    )
     store: Literal["memory", "rocksdb"] = Field(
         "memory", description="where tables live: memory (rebuilt from the changelog at each "
         "start) or rocksdb (on disk under data_dir, for state larger than memory; a restart "

@@ -129,7 +129,8 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
             stop_process(second, 20.0)
     counts = collections.Counter(row_ids(records))
     missing = expected - set(counts)
-    assert not missing, f"{len(missing)} ids lost, e.g. {sorted(missing)[:10]}"
+    assert not missing, (f"{len(missing)} ids lost, e.g. {sorted(missing)[:10]}; the "
+                         f"captures said:\n{log.read_text()[-3000:]}")
     duplicates = sum(n - 1 for n in counts.values())
     reads = sum(1 for r in records if (payload(r) or {}).get("op") == "r")
     record_property("cdc_duplicates_after_sigkill", duplicates)

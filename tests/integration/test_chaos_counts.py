@@ -1,6 +1,8 @@
 """A worker running the whole hub pipeline is SIGKILLed at random moments, three times, while
-samples arrive at 5,000/s; restarted each time. Afterwards the window and evaluation tables
-equal the ground truth exactly: every sample counted once, however often it was replayed."""
+samples arrive at 5,000/s; restarted each time (on Tansu; the replicas of every stage are
+killed on both brokers in ``test_chaos_replicas``). Afterwards the window and evaluation
+tables equal the ground truth exactly: every sample counted once, however often it was
+replayed."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import encode_sample_batch
+from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.registry import ModelRegistry
 from edgewise.models.scoring import predict_batches
 from edgewise.tables.windows import tumbling_starts
@@ -58,8 +61,9 @@ def window_totals(worker: WorkerProcess, device: str) -> dict[float, int]:
 
 
 def test_sigkilled_pipeline_worker_leaves_exact_counts(
-    broker: BrokerUnderTest, models_dir: Path, tmp_path: Path, unique_prefix: str,
+    embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str,
 ) -> None:
+    broker = BrokerUnderTest("tansu", embedded_broker.url, embedded_broker.bootstrap)
     settings = Settings(models_dir=models_dir, data_dir=tmp_path / "data",
                         topic_prefix=unique_prefix, app_id=unique_prefix, partitions=4)
     app_id = f"{unique_prefix}-{'-'.join(sorted(STAGES))}"

@@ -74,3 +74,21 @@ def test_the_loop_prints_each_replica_the_bar_and_accuracy_per_version(
     assert "50 corrections" in out and "31.00 MISSED" in out and "0.60 ok" in out
     assert "0.879 (2400)" in out and "replica 2 serving it" in out
     assert "shadow samples scored" in out and "512" in out
+
+
+def test_the_scale_table_shows_each_replica_count_per_replica_and_linear(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from edgewise.app.bench.scale import print_scale
+
+    def run(one: float) -> dict:
+        return {what: {n: {"rate": one * (1 + 0.5 * (n - 1)), "per_replica":
+                           one * (1 + 0.5 * (n - 1)) / n, "fill": 9e5} for n in (1, 2, 3)}
+                for what in ("score", "pipeline")}
+
+    print_scale([("Tansu", run(100_000.0)), ("Apache Kafka", run(50_000.0))])
+    out = capsys.readouterr().out
+    assert "cores" in out and "score x3 samples/s" in out and "pipeline x2 samples/s" in out
+    assert "200,000" in out  # 3 replicas on Tansu
+    assert "300,000" in out  # linear: 3 x one
+    assert "66,667" in out  # per replica of 3
+    assert "900,000" in out  # the fill rate
