@@ -9,12 +9,16 @@ documentation (its ``description``). An optional TOML file (``EDGEWISE_CONFIG`` 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+#: A table edgewise creates: ``table`` or ``schema.table``, plain lower-case identifiers.
+TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
 
 
 class SettingsError(ValueError):
@@ -283,6 +287,34 @@ class Settings(BaseSettings):
         "none (rows are partitioned by device)"
     )
 
+    # results and raw samples into PostgreSQL (the sink_predictions and sink_samples stages)
+    sink_dsn: SecretStr = Field(
+        SecretStr(""), description="PostgreSQL URL the sink stages write to "
+        "(postgresql://user:password@host:5432/db); the sink stages refuse to start without one"
+    )
+    sink_predictions_table: str = Field(
+        "edgewise_predictions", description="table (or schema.table) of the predictions "
+        "sink_predictions writes, one row per sample; created when missing"
+    )
+    sink_samples_table: str = Field(
+        "edgewise_samples", description="table (or schema.table) of the raw samples "
+        "sink_samples archives for training, one row per sample; created when missing"
+    )
+    sink_take: int = Field(
+        64, ge=1, le=10_000, description="messages a sink stage gathers into one write"
+    )
+    sink_take_within: float = Field(
+        0.05, gt=0, le=10, description="seconds a sink stage waits for a gathering to fill"
+    )
+    sink_max_rows: int = Field(
+        20_000, ge=1, le=1_000_000, description="rows of one database transaction; a larger "
+        "gathering is written in several, all before its input is committed"
+    )
+    sink_write_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a write the database has not finished by then is "
+        "abandoned (connection closed) and tried again"
+    )
+
     # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
@@ -361,6 +393,14 @@ class Settings(BaseSettings):
         for url in filter(None, (u.strip() for u in value.split(","))):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"peer URL {url[:80]!r} must start with http:// or https://")
+        return value
+
+    @field_validator("sink_predictions_table", "sink_samples_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        if not TABLE_NAME.fullmatch(value):
+            raise ValueError("must be a table or schema.table of lower-case letters, digits "
+                             "and _ (at most 63 each), starting with a letter or _")
         return value
 
     @model_validator(mode="after")

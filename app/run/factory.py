@@ -37,6 +37,8 @@ STAGE_MODULES: dict[str, str] = {
     "cdc_transform": "edgewise.agents.cdc.transform",
     "evaluate": "edgewise.agents.evaluate",
     "ingest_http": "edgewise.agents.ingest_http",  # POST /api/ingest: tabular rows
+    "sink_predictions": "edgewise.agents.sinks.predictions",  # into PostgreSQL
+    "sink_samples": "edgewise.agents.sinks.samples",
     "image_sink": "edgewise.agents.edge.image_sink",
     "edge_metrics": "edgewise.agents.edge.metrics",
 }

@@ -252,3 +252,23 @@ def test_future_skew_beyond_the_horizon_is_one_line() -> None:
         "further ahead would push every other device's windows out")
     with pytest.raises(SettingsError):
         load_settings(max_future_skew_seconds=0)
+
+
+@pytest.mark.parametrize("name", ["edgewise_predictions", "results.predictions", "_t1"])
+def test_sink_tables_take_plain_names(name: str) -> None:
+    assert load_settings(sink_predictions_table=name).sink_predictions_table == name
+
+
+@pytest.mark.parametrize("name", ["Predictions", "a.b.c", "1table", "p; DROP TABLE x", "",
+                                  "a" * 64, 'p"'])
+def test_a_sink_table_that_is_not_a_plain_name_is_one_line(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(sink_samples_table=name)
+    assert_one_line(caught.value, "sink_samples_table", "lower-case letters")
+
+
+def test_the_sink_dsn_is_a_secret() -> None:
+    settings = load_settings(sink_dsn="postgresql://me:hunter2@db/results")
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(describe(settings))
+    assert settings.sink_dsn.get_secret_value().endswith("@db/results")
+
