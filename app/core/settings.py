@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 #: A table edgewise creates: ``table`` or ``schema.table``, plain lower-case identifiers.
 TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
+#: An S3 bucket name (3..63 lower-case letters, digits, dots and hyphens).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class SettingsError(ValueError):
@@ -315,6 +317,31 @@ class Settings(BaseSettings):
         "abandoned (connection closed) and tried again"
     )
 
+    # object references: images fetched from S3 or the image directory (the refs stage)
+    refs_buckets: str = Field(
+        "", description="comma-separated S3 buckets the refs stage may fetch from; empty: "
+        "s3_bucket alone"
+    )
+    refs_device: str = Field(
+        "refs", min_length=1, max_length=200, description="device of referenced images "
+        "whose reference names none (samples are partitioned by device)"
+    )
+    refs_max_object_bytes: int = Field(
+        8_388_608, ge=64, le=1_073_741_824, description="largest object the refs stage "
+        "fetches (by its stated size, then by what arrives); larger is dead-lettered"
+    )
+    refs_max_pixels: int = Field(
+        16_777_216, ge=64, le=268_435_456, description="most pixels (width x height, read "
+        "from the image's header before decoding) of a referenced image"
+    )
+    refs_concurrency: int = Field(
+        16, ge=1, le=1024, description="objects one refs worker fetches at a time"
+    )
+    refs_fetch_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="one attempt to fetch an object; a timed-out attempt "
+        "is retried with backoff"
+    )
+
     # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
@@ -403,6 +430,14 @@ class Settings(BaseSettings):
                              "and _ (at most 63 each), starting with a letter or _")
         return value
 
+    @field_validator("refs_buckets")
+    @classmethod
+    def _bucket_names(cls, value: str) -> str:
+        for bucket in filter(None, (b.strip() for b in value.split(","))):
+            if not BUCKET_NAME.fullmatch(bucket):
+                raise ValueError(f"bucket {bucket[:80]!r} is not an S3 bucket name")
+        return value
+
     @model_validator(mode="after")
     def _skew_within_horizon(self) -> Settings:
         skew = self.max_future_skew_seconds
@@ -428,6 +463,12 @@ class Settings(BaseSettings):
         """
         skew = self.max_future_skew_seconds
         return self.window_horizon_seconds / 2 if skew == -1 else skew
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """The buckets the refs stage may read: ``refs_buckets``, else the image store's."""
+        named = {b.strip() for b in self.refs_buckets.split(",") if b.strip()}
+        return frozenset(named or {self.s3_bucket})
 
     @property
     def peers(self) -> list[str]:

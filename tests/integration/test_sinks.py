@@ -45,6 +45,7 @@ from tests.fixtures import hostile
 from tests.fixtures.kafka import WorkerProcess, env_for, start_worker, wait_until
 from tests.fixtures.postgres import PostgresServer
 from tests.fixtures.stages import build_stage, drive, next_value
+from tests.integration.test_refs import stop_together
 
 pytestmark = pytest.mark.integration
 
@@ -254,17 +255,14 @@ def workers(tmp_path_factory: pytest.TempPathFactory, embedded_broker: EmbeddedB
     env = env_for(settings, embedded_broker.url, prefix, model_name="tabular", sink_dsn=dsn,
                   shutdown_seconds=4, reconnect_min_seconds=0.1, reconnect_max_seconds=0.5)
     ingest = start_worker(env, INGEST, work / "ingest.log")
+    state = Workers(embedded_broker, ingest, ingest, env, work, trained.schema, dsn)
     try:
-        state = Workers(embedded_broker, ingest, start_worker(env, SINKS, work / "sinks.log"),
-                        env, work, trained.schema, dsn)
-        try:
-            wait_until("the ingest producer connected",
-                       lambda: ingest.get("/api/ingest")["connected"], timeout=30)
-            yield state
-        finally:
-            state.sinks.stop()  # the one running: the test replaces the one it kills
-    finally:
-        ingest.stop()
+        state.sinks = start_worker(env, SINKS, work / "sinks.log")
+        wait_until("the ingest producer connected",
+                   lambda: ingest.get("/api/ingest")["connected"], timeout=30)
+        yield state
+    finally:  # the sink worker running then: the test replaces the one it kills
+        stop_together([ingest, state.sinks])
 
 
 class Poster(threading.Thread):

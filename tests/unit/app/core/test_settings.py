@@ -272,3 +272,11 @@ def test_the_sink_dsn_is_a_secret() -> None:
     assert "hunter2" not in repr(settings) and "hunter2" not in str(describe(settings))
     assert settings.sink_dsn.get_secret_value().endswith("@db/results")
 
+
+def test_refs_read_the_image_buckets_named_or_else_the_image_store_s() -> None:
+    assert load_settings(s3_bucket="images").allowed_buckets == {"images"}
+    named = load_settings(refs_buckets="uploads, scans.2026 ,")
+    assert named.allowed_buckets == {"uploads", "scans.2026"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(refs_buckets="ok,Not_A_Bucket")
+    assert_one_line(caught.value, "refs_buckets", "Not_A_Bucket")
