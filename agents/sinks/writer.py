@@ -1,5 +1,6 @@
 """The writer of one sink table: a connection kept open, the table made when missing, rows
-upserted in one statement (its own transaction), and a database that is away waited out.
+upserted in one statement (its own transaction: the insert, or when a sample is there
+already the upsert), and a database that is away waited out.
 
 ``write`` returns only once the rows are committed, so the stage that awaits it moves on
 (and its input is committed) only after the database has them: a slow database slows the
@@ -87,7 +88,7 @@ class PostgresSink:
                 async with asyncio.timeout(self.timeout):
                     if self.conn is None:
                         self.conn = await self.connect()
-                    status = await self.conn.execute(self.table.upsert, *params)
+                    status = await self.run(self.conn, params)
             except Exception as exc:  # one of the two kinds above, sorted here
                 self.drop()
                 if refused_for_the_rows(exc):
@@ -99,6 +100,14 @@ class PostgresSink:
             if failing:
                 log.warning("%s: writes to %s work again", self.stage, self.table.name)
             return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <rows written>"
+
+    async def run(self, conn: asyncpg.Connection, params: list[Any]) -> str:
+        """The plain insert; the upsert when a sample was there already (the insert, one
+        statement, then changed nothing)."""
+        try:
+            return await conn.execute(self.table.insert, *params)
+        except asyncpg.UniqueViolationError:
+            return await conn.execute(self.table.upsert, *params)
 
     def failed(self, reason: str, detail: str, failing: str) -> str:
         """Count a failed attempt; log it when the reason is new. The reason, as ``failing``."""

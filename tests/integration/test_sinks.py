@@ -318,18 +318,19 @@ def test_1000_rows_reach_postgresql_once_through_a_sink_kill_and_a_database_rest
         workers.schema, tabular.bundled("wine", 0.0), 0.2, seed=7, run="sink", devices=4),
         strict=False)]
     predictions = lambda: count(dsn, "edgewise_predictions")  # noqa: E731
-    first = Poster(workers.ingest.port, rows[:ROWS // 2])
+    split = 2 * ROWS // 5
+    first = Poster(workers.ingest.port, rows[:split])
     first.start()
     wait_until("the sink writing", lambda: predictions() >= 100, timeout=60, interval=0.05)
     workers.sinks.stop(sig=9)  # SIGKILL, while rows flow and before they are committed
     restarted = workers.sinks = start_worker(workers.env, SINKS, workers.work / "sinks-2.log")
     ids = first.finish()
-    second = Poster(workers.ingest.port, rows[ROWS // 2:])
+    wait_until("the restarted sink caught up", lambda: predictions() >= split, timeout=60)
+    second = Poster(workers.ingest.port, rows[split:])
     second.start()
-    wait_until("the restarted sink writing", lambda: predictions() >= ROWS // 2 + 100,
-               timeout=60, interval=0.05)
-    postgres_module.restart()  # fast shutdown: the sink's connection is cut mid-stream
-    ids += second.finish()
+    wait_until("rows flowing again", lambda: len(second.ids) >= 100, timeout=30, interval=0.05)
+    postgres_module.restart()  # fast shutdown: the sink's connection is cut mid-stream, and
+    ids += second.finish()  # the rest of the rows come while it is down and after
     assert len(set(ids)) == ROWS and ids == [r["id"] for r in rows]
     wait_until("every prediction in PostgreSQL", lambda: predictions() >= ROWS, timeout=60)
     wait_until("every sample archived", lambda: count(dsn, "edgewise_samples") >= ROWS,

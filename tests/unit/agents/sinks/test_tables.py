@@ -1,5 +1,5 @@
-"""The sink tables' SQL: quoted names, the key and the time index, and upserts whose
-parameters are the ones ``sinks.columns`` makes."""
+"""The sink tables' SQL: quoted names, the key and the time index, and an insert and an
+upsert whose parameters are the ones ``sinks.columns`` makes."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def test_names_are_quoted_and_a_schema_is_created_with_the_table() -> None:
     assert len(samples_table("samples").create_statements()) == 2  # no schema to make
 
 
-def test_the_upserts_take_exactly_the_parameters_the_columns_make() -> None:
+def test_the_statements_take_exactly_the_parameters_the_columns_make() -> None:
     rng = random.Random(1)
     _, predictions = prediction_params([hostile.good_prediction_batch(rng)])
     _, samples = sample_params([hostile.good_sample_batch(rng)])
-    assert highest_parameter(predictions_table("p").upsert) == len(predictions) == 15
-    assert highest_parameter(samples_table("s").upsert) == len(samples) == 14
+    for table, params, count in ((predictions_table("p"), predictions, 18),
+                                 (samples_table("s"), samples, 17)):
+        assert highest_parameter(table.insert) == highest_parameter(table.upsert) == count
+        assert len(params) == count and table.upsert.startswith(table.insert)
 
 
 def test_a_repeat_never_adds_a_row_and_an_older_scoring_never_wins() -> None:
