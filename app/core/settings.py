@@ -379,9 +379,12 @@ class Settings(BaseSettings):
         True, description="fsync each spooled batch: survives power loss; off survives only a "
         "crash"
     )
-    reconnect_min_seconds: float = Field(0.2, gt=0, description="first MQTT reconnect delay")
+    reconnect_min_seconds: float = Field(
+        0.2, gt=0, description="first delay before trying again: an MQTT reconnect, a database "
+        "write, an object store request"
+    )
     reconnect_max_seconds: float = Field(
-        5.0, gt=0, description="longest MQTT reconnect delay (the delay doubles up to it)"
+        5.0, gt=0, description="longest delay before trying again (the delay doubles up to it)"
     )
     image_store: Literal["local", "s3"] = Field(
         "local", description="where face crops and review images go: local directory or S3"
