@@ -27,10 +27,10 @@ from edgewise.agents.edge.sources import (
     DigitSource,
     EdgeSourceError,
     SourceSpec,
-    frame_to_digit,
     open_frames,
     parse_source,
 )
+from edgewise.app.adapters.image_decoding import frame_to_digit
 from edgewise.app.adapters.model_signing import CommandLedger, require_signing_key, verify_command
 from edgewise.app.adapters.mqtt_link import SpoolPublisher
 from edgewise.app.adapters.mqtt_payloads import (

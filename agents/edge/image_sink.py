@@ -27,7 +27,7 @@ from urllib.parse import quote
 import orjson
 
 from edgewise.app.adapters.mqtt_payloads import FaceMessage, parse_face_payload
-from edgewise.app.adapters.object_store import ImageStore, object_key, store_for
+from edgewise.app.adapters.object_store import ImageStore, is_permanent, object_key, store_for
 from edgewise.app.adapters.review_images import review_png
 from edgewise.app.core.backoff import Backoff
 from edgewise.app.core.context import StageContext
@@ -40,9 +40,6 @@ STAGE = "image_sink"
 STORE_TAKE = 64  # messages gathered, and images stored concurrently, per round
 STORE_TAKE_WITHIN = 0.05  # seconds to wait for a round to fill
 log = logging.getLogger("edgewise.image_sink")
-# S3 error codes that are worth waiting out although their HTTP status is 4xx
-TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-                             "RequestTimeTooSkewed", "TooManyRequests", "503", "500"})
 _ASCII_SAFE = "".join(chr(c) for c in range(0x20, 0x7F))
 
 
@@ -54,33 +51,6 @@ def ascii_metadata(metadata: dict[str, str]) -> dict[str, str]:
     """Metadata with non-ASCII characters percent-encoded: S3 refuses them, for ever."""
     return {quote(str(k), safe=_ASCII_SAFE): quote(str(v), safe=_ASCII_SAFE)
             for k, v in metadata.items()}
-
-
-def is_permanent(exc: BaseException) -> bool:
-    """Whether a store failure will fail the same way again (so retrying is pointless).
-
-    Invalid parameters, encoding errors and 4xx client errors other than throttling and
-    timeouts are permanent; a store that is down, slow or full (5xx, OSError, connection
-    errors) is transient and waited out.
-    """
-    if isinstance(exc, UnicodeError | TypeError | ValueError):
-        return True
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if "ParamValidationError" in names:
-        return True
-    response = getattr(exc, "response", None)
-    if "ClientError" in names and isinstance(response, dict):
-        error = response.get("Error") or {}
-        code = str(error.get("Code", ""))
-        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
-        if code in TRANSIENT_CODES:
-            return False
-        if isinstance(status, int):
-            return 400 <= status < 500
-        return code in {"AccessDenied", "NoSuchBucket", "InvalidArgument", "InvalidBucketName",
-                        "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                        "EntityTooLarge", "KeyTooLongError", "MetadataTooLarge"}
-    return False
 
 
 def face_review_item(face: FaceMessage, url: str, low: float, min_margin: float
@@ -111,7 +81,7 @@ async def put_until_stored(store: ImageStore, key: str, body: bytes, metadata: d
                            backoff: Backoff) -> str:
     """Store one image, retrying with backoff while the store fails; its URL.
 
-    A permanent refusal (see ``is_permanent``) raises StoreRefused instead: the caller
+    A permanent refusal (see ``object_store.is_permanent``) raises StoreRefused instead: the caller
     dead-letters that one image and the stream moves on.
     """
     failing = False

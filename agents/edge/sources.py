@@ -121,15 +121,6 @@ def open_frames(spec: SourceSpec) -> Iterator[np.ndarray]:
     raise EdgeSourceError(f"{spec.kind} is not a frame source")
 
 
-def frame_to_digit(frame: np.ndarray) -> np.ndarray:
-    """A camera frame as an 8x8 digit in 0..16, ink bright on dark as the model learnt."""
-    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    small = cv2.resize(gray, (8, 8), interpolation=cv2.INTER_AREA).astype(np.float64)
-    if small.mean() > 127:  # dark ink on paper: invert
-        small = 255.0 - small
-    return np.clip(np.rint(small * 16.0 / 255.0), 0, 16).astype(np.uint8)
-
-
 class DigitSource:
     """Random bundled digits, ``hard_share`` of them made harder, with their true labels."""
 

@@ -44,6 +44,18 @@ def object_key(kind: str, device: str, timestamp: float, sample_id: str) -> str:
     return f"{key_segment(kind)}/{key_segment(device)}/{day}/{key_segment(sample_id)}.png"
 
 
+def s3_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of ``create_client("s3", ...)`` for the configured endpoint, region
+    and keys (without keys: the AWS credential chain)."""
+    kwargs: dict[str, Any] = {"region_name": settings.s3_region}
+    if settings.s3_endpoint:
+        kwargs["endpoint_url"] = settings.s3_endpoint
+    if settings.s3_access_key_id:
+        kwargs["aws_access_key_id"] = settings.s3_access_key_id
+        kwargs["aws_secret_access_key"] = settings.s3_secret_access_key.get_secret_value()
+    return kwargs
+
+
 class ImageStore(Protocol):
     """Where images go; both stores answer the same three calls."""
 
@@ -110,14 +122,7 @@ class S3ImageStore:
         self._lock: asyncio.Lock | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
-        s = self.settings
-        kwargs: dict[str, Any] = {"region_name": s.s3_region}
-        if s.s3_endpoint:
-            kwargs["endpoint_url"] = s.s3_endpoint
-        if s.s3_access_key_id:
-            kwargs["aws_access_key_id"] = s.s3_access_key_id
-            kwargs["aws_secret_access_key"] = s.s3_secret_access_key.get_secret_value()
-        return kwargs
+        return s3_client_kwargs(self.settings)
 
     async def _s3(self) -> Any:
         if self._client is not None:
@@ -166,6 +171,38 @@ class S3ImageStore:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+
+#: S3 error codes that are worth waiting out although their HTTP status is 4xx
+TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+                             "RequestTimeTooSkewed", "TooManyRequests", "503", "500"})
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a store failure will fail the same way again (so retrying is pointless).
+
+    Invalid parameters, encoding errors and 4xx client errors other than throttling and
+    timeouts are permanent; a store that is down, slow or full (5xx, OSError, connection
+    errors) is transient and waited out.
+    """
+    if isinstance(exc, UnicodeError | TypeError | ValueError):
+        return True
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "ParamValidationError" in names:
+        return True
+    response = getattr(exc, "response", None)
+    if "ClientError" in names and isinstance(response, dict):
+        error = response.get("Error") or {}
+        code = str(error.get("Code", ""))
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        if code in TRANSIENT_CODES:
+            return False
+        if isinstance(status, int):
+            return 400 <= status < 500
+        return code in {"AccessDenied", "NoSuchBucket", "InvalidArgument", "InvalidBucketName",
+                        "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                        "EntityTooLarge", "KeyTooLongError", "MetadataTooLarge"}
+    return False
 
 
 def store_for(settings: Settings) -> ImageStore:

@@ -7,6 +7,8 @@ Both servers run as their own processes on the broker (one worker each, each on 
 its own); the bodies (rows of the bundled wine dataset with a fifth of their values null,
 ids unique) are made before the clock starts, and one client process sends them over
 kept-alive connections, a fixed number of requests in flight. Every answer must be 202.
+Then the same rows' way into PostgreSQL: the sink stages beside a row-by-row peer
+(``app.bench.sink``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import orjson
 
 from edgewise.app.bench.harness import start_stage_worker
+from edgewise.app.bench.sink import bench_sink, print_sink
 from edgewise.app.cli.generate import encode_rows, row_source
 from edgewise.app.core.records import TABULAR
 from edgewise.app.core.settings import Settings
@@ -114,8 +117,9 @@ def wait_connected(port: int, timeout: float = 60.0) -> None:
     raise RuntimeError("the ingest worker did not connect to the broker")
 
 
-def bench_ingest(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    """Both servers on the broker ``settings`` point at (running)."""
+def bench_ingest(settings: Settings) -> dict[str, Any]:
+    """Both servers on the broker ``settings`` point at (running), then the sinks
+    (``app.bench.sink``)."""
     bootstrap = bootstrap_of(settings.broker)
     with tempfile.TemporaryDirectory(prefix="edgewise-bench-") as tmp:
         work = Path(tmp)
@@ -145,11 +149,12 @@ def bench_ingest(settings: Settings) -> dict[str, list[dict[str, Any]]]:
                              "plain")
         finally:
             stop_process(plain, 20)
-    return {"edgewise": ours, "plain": theirs}
+    return {"edgewise": ours, "plain": theirs, "sink": bench_sink(settings)}
 
 
-def print_ingest(runs: list[tuple[str, dict[str, list[dict[str, Any]]]]]) -> None:
-    """One table: per broker, edgewise's worker beside the plain collector."""
+def print_ingest(runs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Two tables: per broker, edgewise's worker beside the plain collector; the sinks
+    beside the naive peer."""
     print("rows/s accepted by POST /api/ingest (202 once the broker acknowledged), one "
           "server process; response time p50 / p99 in ms")
     cell = 27
@@ -166,3 +171,4 @@ def print_ingest(runs: list[tuple[str, dict[str, list[dict[str, Any]]]]]) -> Non
                     cell)
         bar = f"{BAR_ROWS_PER_S:,}" if batch == 100 else "-"
         print(line + f"{bar:>9}")
+    print_sink([(label, result["sink"]) for label, result in runs])

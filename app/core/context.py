@@ -90,6 +90,21 @@ class StageContext:
 
         return decorate
 
+    @contextlib.contextmanager
+    def finishing(self, stage: str) -> Iterator[None]:
+        """Around work on gathered input that must be done before the input is committed
+        (a write to a database, objects being fetched). Should the stage be cancelled in the
+        middle (a stop that outlasted its grace), the delivery guard is poisoned: ``take``
+        acks a gathering as it unwinds, and Faust's last commit would otherwise take offsets
+        whose work was never done. The input is read again instead."""
+        try:
+            yield
+        except asyncio.CancelledError as exc:
+            guard = getattr(self.app, "edgewise_guard", None)
+            if guard is not None:
+                guard.poison(stage, exc)
+            raise
+
     async def send(self, stage: str, topic: str, key: bytes, value: bytes,
                    source: str) -> None:
         """Send one output record, never dropping it: a record the broker could never take

@@ -73,6 +73,16 @@ class StageMetrics:
             "edgewise_low_confidence_rate", "share of predictions routed to review",
             registry=self.registry,
         )
+        self.retries = Counter(
+            "edgewise_retries", "attempts a stage made again after a failure that was not its "
+            "input's (a database or object store away, a timeout)", ["stage", "reason"],
+            registry=self.registry,
+        )
+        self.sink_rows = Counter(
+            "edgewise_sink_rows", "rows a sink stage wrote, by outcome: written (new or "
+            "changed) or repeated (already there, as a replay leaves them)",
+            ["stage", "outcome"], registry=self.registry,
+        )
         self.consumer_lag = Gauge(
             "edgewise_consumer_lag", "records of a partition this worker's consumer group has "
             "not committed yet (end offset - committed offset), read from the broker",

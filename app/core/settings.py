@@ -9,12 +9,18 @@ documentation (its ``description``). An optional TOML file (``EDGEWISE_CONFIG`` 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+#: A table edgewise creates: ``table`` or ``schema.table``, plain lower-case identifiers.
+TABLE_NAME = re.compile(r"(?:[a-z_][a-z0-9_]{0,62}\.)?[a-z_][a-z0-9_]{0,62}")
+#: An S3 bucket name (3..63 lower-case letters, digits, dots and hyphens).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class SettingsError(ValueError):
@@ -288,6 +294,59 @@ class Settings(BaseSettings):
         "none (rows are partitioned by device)"
     )
 
+    # results and raw samples into PostgreSQL (the sink_predictions and sink_samples stages)
+    sink_dsn: SecretStr = Field(
+        SecretStr(""), description="PostgreSQL URL the sink stages write to "
+        "(postgresql://user:password@host:5432/db); the sink stages refuse to start without one"
+    )
+    sink_predictions_table: str = Field(
+        "edgewise_predictions", description="table (or schema.table) of the predictions "
+        "sink_predictions writes, one row per sample; created when missing"
+    )
+    sink_samples_table: str = Field(
+        "edgewise_samples", description="table (or schema.table) of the raw samples "
+        "sink_samples archives for training, one row per sample; created when missing"
+    )
+    sink_take: int = Field(
+        64, ge=1, le=10_000, description="messages a sink stage gathers into one write"
+    )
+    sink_take_within: float = Field(
+        0.05, gt=0, le=10, description="seconds a sink stage waits for a gathering to fill"
+    )
+    sink_max_rows: int = Field(
+        20_000, ge=1, le=1_000_000, description="rows of one database transaction; a larger "
+        "gathering is written in several, all before its input is committed"
+    )
+    sink_write_timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a write the database has not finished by then is "
+        "abandoned (connection closed) and tried again"
+    )
+
+    # object references: images fetched from S3 or the image directory (the refs stage)
+    refs_buckets: str = Field(
+        "", description="comma-separated S3 buckets the refs stage may fetch from; empty: "
+        "s3_bucket alone"
+    )
+    refs_device: str = Field(
+        "refs", min_length=1, max_length=200, description="device of referenced images "
+        "whose reference names none (samples are partitioned by device)"
+    )
+    refs_max_object_bytes: int = Field(
+        8_388_608, ge=64, le=1_073_741_824, description="largest object the refs stage "
+        "fetches (by its stated size, then by what arrives); larger is dead-lettered"
+    )
+    refs_max_pixels: int = Field(
+        16_777_216, ge=64, le=268_435_456, description="most pixels (width x height, read "
+        "from the image's header before decoding) of a referenced image"
+    )
+    refs_concurrency: int = Field(
+        16, ge=1, le=1024, description="objects one refs worker fetches at a time"
+    )
+    refs_fetch_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="one attempt to fetch an object; a timed-out attempt "
+        "is retried with backoff"
+    )
+
     # edge, bridge, object store
     mqtt_url: str = Field("mqtt://127.0.0.1:1883", description="MQTT broker of the edge and bridge")
     mqtt_root: str = Field(
@@ -325,9 +384,12 @@ class Settings(BaseSettings):
         True, description="fsync each spooled batch: survives power loss; off survives only a "
         "crash"
     )
-    reconnect_min_seconds: float = Field(0.2, gt=0, description="first MQTT reconnect delay")
+    reconnect_min_seconds: float = Field(
+        0.2, gt=0, description="first delay before trying again: an MQTT reconnect, a database "
+        "write, an object store request"
+    )
     reconnect_max_seconds: float = Field(
-        5.0, gt=0, description="longest MQTT reconnect delay (the delay doubles up to it)"
+        5.0, gt=0, description="longest delay before trying again (the delay doubles up to it)"
     )
     image_store: Literal["local", "s3"] = Field(
         "local", description="where face crops and review images go: local directory or S3"
@@ -368,6 +430,22 @@ class Settings(BaseSettings):
                 raise ValueError(f"peer URL {url[:80]!r} must start with http:// or https://")
         return value
 
+    @field_validator("sink_predictions_table", "sink_samples_table")
+    @classmethod
+    def _table_name(cls, value: str) -> str:
+        if not TABLE_NAME.fullmatch(value):
+            raise ValueError("must be a table or schema.table of lower-case letters, digits "
+                             "and _ (at most 63 each), starting with a letter or _")
+        return value
+
+    @field_validator("refs_buckets")
+    @classmethod
+    def _bucket_names(cls, value: str) -> str:
+        for bucket in filter(None, (b.strip() for b in value.split(","))):
+            if not BUCKET_NAME.fullmatch(bucket):
+                raise ValueError(f"bucket {bucket[:80]!r} is not an S3 bucket name")
+        return value
+
     @model_validator(mode="after")
     def _skew_within_horizon(self) -> Settings:
         skew = self.max_future_skew_seconds
@@ -393,6 +471,12 @@ class Settings(BaseSettings):
         """
         skew = self.max_future_skew_seconds
         return self.window_horizon_seconds / 2 if skew == -1 else skew
+
+    @property
+    def allowed_buckets(self) -> frozenset[str]:
+        """The buckets the refs stage may read: ``refs_buckets``, else the image store's."""
+        named = {b.strip() for b in self.refs_buckets.split(",") if b.strip()}
+        return frozenset(named or {self.s3_bucket})
 
     @property
     def peers(self) -> list[str]:

@@ -60,6 +60,12 @@ class TopicNames:
         return f"{self.prefix}-samples"
 
     @property
+    def refs(self) -> str:
+        """References to objects (images in S3 or the image directory) and S3 event
+        notifications, for the refs stage to fetch."""
+        return f"{self.prefix}-refs"
+
+    @property
     def predictions(self) -> str:
         return f"{self.prefix}-predictions"
 
@@ -115,6 +121,7 @@ def topic_specs(settings: Settings, app_ids: Iterable[str] = ()) -> list[TopicSp
     delete, compact = DELETE, COMPACT
     specs = [
         TopicSpec(names.samples, parts, delete),
+        TopicSpec(names.refs, parts, delete),
         TopicSpec(names.predictions, parts, delete),
         TopicSpec(names.review, parts, delete),
         TopicSpec(names.dead_letters, parts, delete),

@@ -37,6 +37,9 @@ STAGE_MODULES: dict[str, str] = {
     "cdc_transform": "edgewise.agents.cdc.transform",
     "evaluate": "edgewise.agents.evaluate",
     "ingest_http": "edgewise.agents.ingest_http",  # POST /api/ingest: tabular rows
+    "refs": "edgewise.agents.refs",  # images by reference: S3 objects, the image directory
+    "sink_predictions": "edgewise.agents.sinks.predictions",  # into PostgreSQL
+    "sink_samples": "edgewise.agents.sinks.samples",
     "image_sink": "edgewise.agents.edge.image_sink",
     "edge_metrics": "edgewise.agents.edge.metrics",
 }

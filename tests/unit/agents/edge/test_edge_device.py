@@ -15,7 +15,6 @@ from edgewise.agents.edge.sources import (
     DigitSource,
     EdgeSourceError,
     SourceSpec,
-    frame_to_digit,
     open_frames,
     parse_source,
     sample_portraits,
@@ -58,16 +57,6 @@ def test_sources_parse() -> None:
     for bad in ("camera:x", "images:", "webcam", "digits:3"):
         with pytest.raises(EdgeSourceError):
             parse_source(bad)
-
-
-def test_frame_to_digit_inverts_paper_and_scales() -> None:
-    paper = np.full((64, 64, 3), 255, np.uint8)
-    paper[8:56, 24:40] = 0  # a dark vertical stroke, two cells wide: a "1"
-    digit = frame_to_digit(paper)
-    assert digit.shape == (8, 8) and digit.dtype == np.uint8
-    expected = np.zeros((8, 8), np.uint8)
-    expected[1:7, 3:5] = 16
-    assert np.array_equal(digit, expected)
 
 
 def test_hub_scoring_sends_raw_samples_with_site_and_geo(models_dir: Path) -> None:

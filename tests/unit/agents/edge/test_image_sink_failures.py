@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import ClientError
 
 from edgewise.agents.edge.image_sink import (
     StoreRefused,
     ascii_metadata,
-    is_permanent,
     put_until_stored,
     review_image_job,
     review_metadata,
@@ -65,18 +64,6 @@ def test_metadata_is_ascii() -> None:
 def client_error(code: str, status: int) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": code},
                         "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
-
-
-def test_permanent_and_transient_failures() -> None:
-    assert is_permanent(client_error("AccessDenied", 403))
-    assert is_permanent(client_error("NoSuchBucket", 404))
-    assert is_permanent(ParamValidationError(report="bad metadata"))
-    assert is_permanent(UnicodeEncodeError("ascii", "é", 0, 1, "no"))
-    assert not is_permanent(client_error("SlowDown", 503))
-    assert not is_permanent(client_error("RequestTimeout", 400))
-    assert not is_permanent(client_error("InternalError", 500))
-    assert not is_permanent(OSError("disk full"))
-    assert not is_permanent(ConnectionError("refused"))
 
 
 class FlakyStore:

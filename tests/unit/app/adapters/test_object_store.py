@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import orjson
 import pytest
+from botocore.exceptions import ClientError, ParamValidationError
 
 from edgewise.agents.edge.image_sink import face_review_item, review_metadata
 from edgewise.app.adapters.mqtt_payloads import FaceMessage
@@ -16,6 +17,7 @@ from edgewise.app.adapters.object_store import (
     LocalImageStore,
     ObjectNotFound,
     S3ImageStore,
+    is_permanent,
     key_segment,
     object_key,
     store_for,
@@ -117,3 +119,20 @@ def test_review_image_jobs_skip_stored_and_bad_items() -> None:
     assert review_image_job(orjson.dumps({**item, "image_url": "s3://b/k.png"})) is None
     assert review_image_job(b"{not json") is None
     assert review_image_job(orjson.dumps({**item, "shape": [9, 9]})) is None
+
+
+def client_error(code: str, status: int) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code},
+                        "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+
+
+def test_permanent_and_transient_failures() -> None:
+    assert is_permanent(client_error("AccessDenied", 403))
+    assert is_permanent(client_error("NoSuchBucket", 404))
+    assert is_permanent(ParamValidationError(report="bad metadata"))
+    assert is_permanent(UnicodeEncodeError("ascii", "é", 0, 1, "no"))
+    assert not is_permanent(client_error("SlowDown", 503))
+    assert not is_permanent(client_error("RequestTimeout", 400))
+    assert not is_permanent(client_error("InternalError", 500))
+    assert not is_permanent(OSError("disk full"))
+    assert not is_permanent(ConnectionError("refused"))

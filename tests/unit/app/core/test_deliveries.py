@@ -176,3 +176,25 @@ async def test_a_failed_delivery_stops_the_stage_instead() -> None:
 
     with pytest.raises(KafkaConnectionError):
         await ctx.each(Stream([b"a"]), "route", "t-in", lambda raw: raw, handle)
+
+
+async def test_a_stage_stopped_in_the_middle_of_its_work_refuses_the_commit() -> None:
+    ctx = stage_context()
+    with ctx.finishing("sink_predictions"):
+        await asyncio.sleep(0)  # work that finished: nothing to refuse
+    assert ctx.app.edgewise_guard.poisoned is None
+    started = asyncio.Event()
+
+    async def writing() -> None:
+        with ctx.finishing("sink_predictions"):
+            started.set()
+            await asyncio.sleep(60)  # a database write the stop cuts short
+
+    task = asyncio.create_task(writing())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ctx.app.edgewise_guard.poisoned.startswith("sink_predictions: CancelledError")
+    with pytest.raises(DeliveryFailed, match="stage failed"):
+        await ctx.app.edgewise_guard.settle(Producer(queued=0))

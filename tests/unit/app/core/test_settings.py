@@ -252,3 +252,31 @@ def test_future_skew_beyond_the_horizon_is_one_line() -> None:
         "further ahead would push every other device's windows out")
     with pytest.raises(SettingsError):
         load_settings(max_future_skew_seconds=0)
+
+
+@pytest.mark.parametrize("name", ["edgewise_predictions", "results.predictions", "_t1"])
+def test_sink_tables_take_plain_names(name: str) -> None:
+    assert load_settings(sink_predictions_table=name).sink_predictions_table == name
+
+
+@pytest.mark.parametrize("name", ["Predictions", "a.b.c", "1table", "p; DROP TABLE x", "",
+                                  "a" * 64, 'p"'])
+def test_a_sink_table_that_is_not_a_plain_name_is_one_line(name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(sink_samples_table=name)
+    assert_one_line(caught.value, "sink_samples_table", "lower-case letters")
+
+
+def test_the_sink_dsn_is_a_secret() -> None:
+    settings = load_settings(sink_dsn="postgresql://me:hunter2@db/results")
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(describe(settings))
+    assert settings.sink_dsn.get_secret_value().endswith("@db/results")
+
+
+def test_refs_read_the_image_buckets_named_or_else_the_image_store_s() -> None:
+    assert load_settings(s3_bucket="images").allowed_buckets == {"images"}
+    named = load_settings(refs_buckets="uploads, scans.2026 ,")
+    assert named.allowed_buckets == {"uploads", "scans.2026"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(refs_buckets="ok,Not_A_Bucket")
+    assert_one_line(caught.value, "refs_buckets", "Not_A_Bucket")
