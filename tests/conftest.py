@@ -16,7 +16,8 @@ pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.apache_kafka", "tests
 LONGEST = ("test_chaos_replicas", "test_chaos_counts", "test_bridge", "test_learning_loop",
            "test_consumer_lag", "test_workers", "test_changelog_recovery", "test_cdc_recovery",
            "test_dashboard", "test_edge_outage", "test_demo", "test_shutdown",
-           "test_kafka_failover", "test_dashboard_browser", "test_cdc_pipeline")
+           "test_kafka_failover", "test_dashboard_browser", "test_ingest_http", "test_sinks",
+           "test_refs", "test_wheel", "test_cdc_pipeline", "test_cdc_vs_debezium")
 
 
 def pytest_collection_modifyitems(items: list[Any]) -> None:
