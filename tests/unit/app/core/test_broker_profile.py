@@ -16,7 +16,13 @@ def test_kafka_producers_batch_and_are_idempotent() -> None:
     assert "max_batch_size" not in options and "linger_ms" not in options
     assert broker_profile.idempotent_producers(KAFKA)
     faust = broker_profile.faust_options(KAFKA)
-    assert "producer_max_batch_size" not in faust and "broker_session_timeout" not in faust
+    assert "producer_max_batch_size" not in faust
+    # a killed worker's partitions move after 10 s, not Faust's 60 s; heartbeats a third
+    assert (faust["broker_session_timeout"], faust["broker_heartbeat_interval"]) == (10.0, 3.0)
+    assert broker_profile.consumer_options(KAFKA)["session_timeout_ms"] == 10_000
+    custom = KAFKA.model_copy(update={"session_timeout_seconds": 30.0})
+    assert broker_profile.session_timeout(custom) == (30.0, 3.0)
+    assert broker_profile.session_timeout(TANSU) == (6.0, 1.0)
 
 
 def test_tansu_gets_one_record_per_batch_and_no_idempotence() -> None:
