@@ -273,11 +273,14 @@ def json_schema() -> faust.Schema:
 
 
 class StringKeyedTable(faust.Table):
-    """A Faust table whose ``str`` keys go to the changelog as raw UTF-8, not JSON.
+    """A Faust table whose ``str`` keys go to the changelog as raw UTF-8, not JSON, and
+    come back from every store as ``str``.
 
     Faust picks JSON for any key type but ``bytes``; then ``table_route`` hashes
     ``b'"device-3"'`` while the source topic was partitioned on ``b'device-3'``, and a view
-    is sent to a worker that does not hold the key. Raw keys keep both hashes equal.
+    is sent to a worker that does not hold the key. Raw keys keep both hashes equal. The
+    store decodes keys by the table's own ``key_type``, not the schema's: without it a
+    RocksDB table hands its keys back as ``bytes`` (the memory store keeps what was put).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -285,3 +288,4 @@ class StringKeyedTable(faust.Table):
         schema_key_type = self.schema.key_type if self.schema is not None else None
         if (self.key_type or schema_key_type) in (None, str):
             self.key_serializer = "raw"
+            self.key_type = str
