@@ -10,10 +10,12 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import faust
+from faust.exceptions import AlreadyConfiguredWarning
 
 from edgewise.app.core import broker_profile
 from edgewise.app.core.metrics import Totals
@@ -82,9 +84,11 @@ class BoundedShutdownWorker(faust.Worker):
     def _schedule_shutdown(self, signal: signal.Signals) -> None:
         if self._signal_stop_time:
             return super()._schedule_shutdown(signal)  # a second signal: already stopping
-        apps = [app for app in self.services if getattr(app, "conf", None) is not None]
-        for app in apps:  # a stop no longer waits for buffered input to drain;
-            app.conf.stream_wait_empty = False  # a rebalance still does (stale writes)
+        apps = worker_apps(self)
+        with warnings.catch_warnings():  # Faust warns of a setting changed late; the stop
+            warnings.simplefilter("ignore", AlreadyConfiguredWarning)  # reads it afresh
+            for app in apps:  # a stop no longer waits for buffered input to drain;
+                app.conf.stream_wait_empty = False  # a rebalance still does (stale writes)
         start_shutdown_watchdog(self.shutdown_seconds)
         self._signal_stop_time = self.loop.time()
 
@@ -94,6 +98,14 @@ class BoundedShutdownWorker(faust.Worker):
             await self._stop_on_signal(signal)
 
         self._signal_stop_future = asyncio.ensure_future(settle_then_stop(), loop=self.loop)
+
+
+def worker_apps(worker: faust.Worker) -> list[faust.App]:
+    """The Faust apps a worker runs: its own (``worker.app``; Faust keeps it out of
+    ``worker.services``) and any app among the services."""
+    apps = [worker.app] if getattr(worker, "app", None) is not None else []
+    return apps + [s for s in worker.services
+                   if getattr(s, "conf", None) is not None and s not in apps]
 
 
 #: How long a stop waits for the gatherings agents are working on (then commits them).
@@ -112,11 +124,19 @@ async def settle_in_flight(app: faust.App, seconds: float) -> None:
         app.flow_control.suspend()
         app.flow_control.clear()
         await asyncio.wait_for(consumer.wait_empty(), seconds)
+        await asyncio.wait_for(commit_processed(consumer), seconds)
     except TimeoutError:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(consumer.commit(), seconds)  # what finished, at least
+        with contextlib.suppress(Exception):  # what finished, at least
+            await asyncio.wait_for(commit_processed(consumer), seconds)
     except Exception as exc:  # the stop goes on: what is not committed is read again
         log.warning("worker: settling before the stop failed: %r", exc)
+
+
+async def commit_processed(consumer: Any) -> bool:
+    """Commit what was processed: past a commit already under way, which Faust's own call
+    would wait for and then commit nothing newer (edgewise's consumer knows how)."""
+    commit = getattr(consumer, "commit_processed", None) or consumer.commit
+    return bool(await commit())
 
 
 def start_shutdown_watchdog(seconds: float) -> None:

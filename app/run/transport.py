@@ -46,10 +46,18 @@ class Consumer(faust_aiokafka.Consumer):
         to a commit interval of input, and stages without a dedupe write it out twice."""
         if revoked and not self.app.should_stop:
             try:
-                await self.commit()
+                await self.commit_processed()
             except Exception as exc:  # the next owner reads it again: late, not lost
                 self.log.warning("commit before the partitions were revoked failed: %r", exc)
         await super().on_partitions_revoked(revoked)
+
+    async def commit_processed(self) -> bool:
+        """Commit everything processed so far. Faust's ``commit`` called while another
+        commit is under way (the periodic one, waiting for its records' acknowledgements)
+        waits for that one and returns without committing what was processed since it
+        began; this waits for it first, then commits."""
+        await self.maybe_wait_for_commit_to_finish()
+        return await self.commit()
 
     async def _commit_offsets(self, offsets: Mapping[Any, int],
                               start_new_transaction: bool = True) -> bool:
