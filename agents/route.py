@@ -1,7 +1,10 @@
-"""route: low-confidence predictions go to the review topic, keyed by sample id.
+"""route: low-confidence predictions go to the review topic, in groups by partition.
 
 The rule: confidence below ``low_confidence`` or a top-2 margin below ``min_margin``.
-The review stage keeps what this stage sends in the review table.
+A frame's routed items travel as one record per partition their sample ids hash to
+(``core.review_groups``), so the review topic stays co-partitioned with the corrections
+topic and the review table, keyed by sample id, at a record per partition instead of one
+per item. The review stage keeps each item in the review table.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from edgewise.app.core.records import (
     row_values,
     top_k_pairs,
 )
+from edgewise.app.core.review_groups import encode_review_groups
 from edgewise.models.review_rule import review_reasons, route_low_confidence
 
 STAGE = "route"
@@ -58,12 +62,14 @@ def register(ctx: StageContext) -> None:
     async def route(stream: Any) -> None:
         async def handle(batch: PredictionBatch, origin: Origin, raw: bytes) -> None:
             items = review_items(batch, settings.low_confidence, settings.min_margin)
+            groups = encode_review_groups((item.asdict() for item in items),
+                                          settings.partitions, ctx.boundary.review_group_bytes)
             # handed to the producer together: one waiting for its partition's batch does
-            # not hold back the others (their order does not matter: keyed by sample id)
-            await asyncio.gather(*(ctx.send(STAGE, ctx.names.review, item.id.encode(),
-                                            item.dumps(serializer="json"), source)
-                                   for item in items))
+            # not hold back the others
+            await asyncio.gather(*(ctx.send(STAGE, ctx.names.review, group.key, group.value,
+                                            source, partition=group.partition)
+                                   for group in groups))
             ctx.metrics.record_routed(len(batch), len(items))
-            ctx.count(STAGE, events_out=len(items), samples=len(batch))
+            ctx.count(STAGE, events_out=len(groups), samples=len(batch))
 
         await ctx.each(stream, STAGE, source, ctx.decode_predictions, handle)

@@ -91,12 +91,33 @@ class ReviewQueue:
 
     def keep(self, item: dict[str, Any], partition: int) -> list[str]:
         """Put one item (bounded) into the table, then evict what its partition holds beyond
-        the bounds; returns the evicted ids. Must run inside the review stream: the table
-        writes go to the partition of the event being processed, which is the item's."""
+        the bounds; returns the evicted ids. BadInput when the item is too large even
+        without its pixels. Must run inside a stream of the item's partition: the table
+        writes go to the partition of the event being processed."""
+        if self._put(item, partition):
+            return self._evict(partition)
+        return []
+
+    def keep_all(self, items: list[dict[str, Any]], partition: int
+                 ) -> tuple[int, list[tuple[dict[str, Any], BadInput]]]:
+        """``keep`` for the items of one group, all of ``partition``, evicting once after
+        them all; returns how many were put in, and the items refused with why."""
+        kept, refused = 0, []
+        for item in items:
+            try:
+                kept += self._put(item, partition)
+            except BadInput as exc:
+                refused.append((item, exc))
+        if kept:
+            self._evict(partition)
+        return kept, refused
+
+    def _put(self, item: dict[str, Any], partition: int) -> bool:
+        """One item into the table and the index; False when its sample is settled."""
         item = bound_item(item, self.max_image_bytes)
         key = item["id"]
         if self.settled(key):
-            return []
+            return False
         existing = self.table.get(key)
         now = self.clock()
         queued_at = existing.get("queued_at", now) if isinstance(existing, dict) else now
@@ -104,7 +125,11 @@ class ReviewQueue:
                  "partition": partition}
         self.table[key] = value
         self.index.put(key, float(value["confidence"]), partition, queued_at)
-        evicted = self.index.evict(partition, now, self.max_items, self.max_age)
+        return True
+
+    def _evict(self, partition: int) -> list[str]:
+        """Delete what ``partition`` holds beyond the bounds (a tombstone each)."""
+        evicted = self.index.evict(partition, self.clock(), self.max_items, self.max_age)
         for old in evicted:
             del self.table[old]  # a tombstone in the changelog
         self.evicted += len(evicted)

@@ -9,6 +9,9 @@ Two agents, one store (``app.object_store``: a local directory or S3):
   stage) has its pixels stored as a PNG, and is sent again, now pointing at the object.
   Items that already carry a URL are left alone, so the stage never loops on its output.
 
+Review items go to the review topic as groups by partition (``core.review_groups``), as
+route sends them: the doubtful faces of one gathering, and the stored items of one record.
+
 Keys are stable per sample id, so a replay overwrites the same object (idempotent). A store
 that is down is retried with backoff: the stream waits rather than drop an image. A store
 that refuses an image for good (access denied, no such bucket, invalid parameters) would
@@ -33,7 +36,7 @@ from edgewise.app.core.backoff import Backoff
 from edgewise.app.core.context import StageContext
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.records import ReviewItem
-from edgewise.app.core.review_items import parse_review_item
+from edgewise.app.core.review_groups import ReviewGroup, encode_review_groups, parse_review_group
 from edgewise.models.review_rule import review_reasons, route_low_confidence
 
 STAGE = "image_sink"
@@ -103,25 +106,32 @@ async def put_until_stored(store: ImageStore, key: str, body: bytes, metadata: d
         return url
 
 
-def review_image_job(
-    raw: bytes, parse: Callable[[bytes], dict[str, Any]] = parse_review_item,
-) -> tuple[dict[str, Any], str, bytes] | None:
-    """(item, object key, PNG) for a review item still without a stored image, else None.
+def review_image_jobs(
+    raw: bytes, parse: Callable[[bytes], ReviewGroup] = parse_review_group,
+) -> list[tuple[dict[str, Any], str, bytes]]:
+    """(item, object key, PNG) for each item of a review record still without a stored
+    image.
 
     Items that carry a URL (our own output, or faces) and items the review stage will
-    dead-letter anyway (BadInput) are skipped: one dead letter per bad item is enough. Any
-    other error is raised, for the caller to dead-letter.
+    dead-letter anyway (BadInput: the record, or the item alone) are skipped: one dead
+    letter per bad item is enough. Any other error is raised, for the caller to dead-letter.
     """
     try:
-        item = parse(raw)
-        if item.get("image_url"):
-            return None
-        png = review_png(item)
+        group = parse(raw)
     except BadInput:
-        return None
-    key = object_key(str(item.get("kind") or "digits"), str(item["device"]),
-                     float(item["timestamp"]), item["id"])
-    return item, key, png
+        return []
+    jobs = []
+    for item in group.items:
+        if item.get("image_url"):
+            continue
+        try:
+            png = review_png(item)
+        except BadInput:
+            continue
+        key = object_key(str(item.get("kind") or "digits"), str(item["device"]),
+                         float(item["timestamp"]), item["id"])
+        jobs.append((item, key, png))
+    return jobs
 
 
 def register(ctx: StageContext) -> None:
@@ -149,6 +159,16 @@ def register(ctx: StageContext) -> None:
                 raise result
         return list(results)  # type: ignore[arg-type]
 
+    async def send_groups(items: list[dict[str, Any]], source: str) -> int:
+        """Review items to the review topic, a record per partition (and size bound);
+        returns how many records."""
+        groups = encode_review_groups(items, settings.partitions,
+                                      ctx.boundary.review_group_bytes)
+        for group in groups:
+            await ctx.send(STAGE, review_source, group.key, group.value, source,
+                           partition=group.partition)
+        return len(groups)
+
     @ctx.app.on_before_shutdown.connect
     async def close_store(app: Any, **kwargs: Any) -> None:
         await store.close()
@@ -175,10 +195,8 @@ def register(ctx: StageContext) -> None:
                 item = face_review_item(f, url, settings.low_confidence, settings.min_margin)
                 if item is not None:
                     doubtful.append(item)
-            for item in doubtful:
-                await ctx.send(STAGE, review_source, item.id.encode(),
-                               item.dumps(serializer="json"), faces_source)
-            ctx.count(STAGE, samples=len(faces), events_out=len(doubtful))
+            sent = await send_groups([item.asdict() for item in doubtful], faces_source)
+            ctx.count(STAGE, samples=len(faces), events_out=sent)
 
     @ctx.agent(review, name="edgewise.image_sink.review", stage=STAGE)
     async def store_review_images(stream: Any) -> None:
@@ -186,22 +204,21 @@ def register(ctx: StageContext) -> None:
             jobs = []
             for raw in values:  # one bad item is a dead letter, never the stage's end
                 try:
-                    job = review_image_job(raw, ctx.boundary.review_item)
-                    if job is not None:
-                        jobs.append((job, review_metadata(job[0]), raw))
+                    jobs += [(item, key, png, review_metadata(item)) for item, key, png
+                             in review_image_jobs(raw, ctx.boundary.review_group)]
                 except Exception as exc:
                     await ctx.dead_letter(STAGE, exc, raw, review_source)
             if not jobs:
                 continue
             ctx.count(STAGE, events_in=len(jobs))
-            urls = await put_all([(key, png, meta) for (_, key, png), meta, _ in jobs])
-            stored = 0
-            for ((item, _, _), _, raw), url in zip(jobs, urls, strict=True):
+            urls = await put_all([(key, png, meta) for _, key, png, meta in jobs])
+            stored = []
+            for (item, _, _, _), url in zip(jobs, urls, strict=True):
                 if isinstance(url, StoreRefused):
-                    await ctx.dead_letter(STAGE, url, raw, review_source)
+                    await ctx.dead_letter(STAGE, url, orjson.dumps(item), review_source,
+                                          item["id"].encode())
                     continue
-                stored += 1
                 item["image_url"] = url
-                await ctx.send(STAGE, review_source, item["id"].encode(), orjson.dumps(item),
-                               review_source)
-            ctx.count(STAGE, events_out=stored, samples=stored)
+                stored.append(item)
+            await send_groups(stored, review_source)
+            ctx.count(STAGE, events_out=len(stored), samples=len(stored))

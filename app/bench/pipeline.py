@@ -5,7 +5,8 @@ fixed rate; then the largest changelog record the run wrote.
 
 Throughput is measured draining a backlog: the clock starts when the worker's first sample
 is counted (its start-up and group join excluded) and stops when the last stage has counted
-every sample. Figures come from the worker's own ``/metrics``.
+every sample: route, aggregate and evaluate all of them, and review every item route sent
+it. Figures come from the worker's own ``/metrics``.
 """
 
 from __future__ import annotations
@@ -52,18 +53,34 @@ LATENCY_SECONDS = 10.0
 
 
 def scrape(port: int) -> dict[str, Any]:
-    """The worker's metrics: samples per stage and the window-latency histogram."""
+    """The worker's metrics: samples per stage (the review stage counts the items it kept),
+    the items route sent for review, and the window-latency histogram."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     samples: dict[str, float] = {}
     buckets: list[tuple[float, float]] = []
+    routed = 0.0
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if s.name == "edgewise_samples_total":
                 samples[s.labels["stage"]] = s.value
+            elif s.name == "edgewise_low_confidence_total":
+                routed = s.value
             elif s.name == "edgewise_window_latency_ms_bucket":
                 buckets.append((float(s.labels["le"]), s.value))
-    return {"samples": samples, "buckets": sorted(buckets)}
+    return {"samples": samples, "routed": routed, "buckets": sorted(buckets)}
+
+
+def pipeline_counts(port: int) -> dict[str, float]:
+    """Samples per stage, with the review stage's items as the share of the routed ones it
+    kept times the samples route has seen: it reaches the total when review is done."""
+    scraped = scrape(port)
+    counted = dict(scraped["samples"])
+    if "review" in counted:
+        routed = scraped["routed"]
+        share = counted["review"] / routed if routed else 0.0
+        counted["review"] = share * counted.get("route", 0.0)
+    return counted
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -137,9 +154,10 @@ def measure_stages(settings: Settings, broker_url: str, bootstrap: str, models: 
     create_topics(bootstrap, topic_specs(settings.model_copy(update={"topic_prefix": prefix}),
                                          [app_id]))
     total = backlog(settings, bootstrap, prefix, batch, total)
-    counting = [s for s in stages if s in ("aggregate", "evaluate")] or ["score"]
+    # every stage that handles the samples; review only once route has sent them all
+    counting = [s for s in stages if s in ("route", "review", "aggregate", "evaluate")]
     with worker(settings, broker_url, prefix, models, stages, work / f"{prefix}.log") as port:
-        return drain(port, counting, total)
+        return drain(port, counting or ["score"], total, counts=pipeline_counts)
 
 
 def measure_peer(settings: Settings, broker_url: str, bootstrap: str, models: Path,

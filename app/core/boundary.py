@@ -9,12 +9,11 @@ future-skew bound) that another stage applies.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from edgewise.app.core.bounds import DEFAULT_FUTURE_SKEW_SECONDS, MAX_TOP_K
 from edgewise.app.core.prediction_wire import decode_prediction_batch
 from edgewise.app.core.records import PredictionBatch, SampleBatch
-from edgewise.app.core.review_items import parse_review_item
+from edgewise.app.core.review_groups import GROUP_MAX_BYTES, ReviewGroup, parse_review_group
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.wire import decode_sample_batch, validate_sample_batch
 
@@ -48,6 +47,11 @@ class Boundary:
                                        max_top_k=self.max_top_k, future_skew=self.future_skew,
                                        now=now)
 
-    def review_item(self, raw: bytes, now: float | None = None) -> dict[str, Any]:
-        """A review item from the review topic."""
-        return parse_review_item(raw, self.max_bytes, future_skew=self.future_skew, now=now)
+    def review_group(self, raw: bytes, now: float | None = None) -> ReviewGroup:
+        """A record of the review topic: its items, each validated on its own."""
+        return parse_review_group(raw, self.max_bytes, future_skew=self.future_skew, now=now)
+
+    @property
+    def review_group_bytes(self) -> int:
+        """The bound a review group record is split at: what every reader accepts."""
+        return min(GROUP_MAX_BYTES, self.max_bytes)

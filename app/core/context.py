@@ -106,17 +106,18 @@ class StageContext:
             raise
 
     async def send(self, stage: str, topic: str, key: bytes, value: bytes,
-                   source: str) -> None:
-        """Send one output record, never dropping it: a record the broker could never take
-        (over the size limit, or refused for good) is dead-lettered instead, and anything
-        else that fails keeps its input from being committed (``core.deliveries``)."""
+                   source: str, partition: int | None = None) -> None:
+        """Send one output record (to ``partition``, or the one its key hashes to), never
+        dropping it: a record the broker could never take (over the size limit, or refused
+        for good) is dead-lettered instead, and anything else that fails keeps its input
+        from being committed (``core.deliveries``)."""
         if len(key) + len(value) > max_record_bytes(self.settings):
             await self.dead_letter(stage, BadInput(
                 "output_too_large", f"{len(value)} bytes for {topic}, over the record limit"),
                 value, source, key)
             return
         try:
-            await self.topic(topic).send(key=key, value=value)
+            await self.topic(topic).send(key=key, value=value, partition=partition)
         except Exception as exc:
             cause = exc.__cause__ or exc  # Faust wraps the producer's error
             if not (is_rejection(exc) or is_rejection(cause)):

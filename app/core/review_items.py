@@ -108,7 +108,16 @@ def parse_review_item(
 ) -> dict[str, Any]:
     """A review item as a dict, validated; BadInput otherwise."""
     check_size(raw, max_bytes)
-    doc = json_object(raw, "review item")
+    return check_review_item(json_object(raw, "review item"), future_skew=future_skew, now=now)
+
+
+def check_review_item(
+    doc: Any, *, future_skew: float = DEFAULT_FUTURE_SKEW_SECONDS, now: float | None = None,
+) -> dict[str, Any]:
+    """A parsed review item, validated field by field (its timestamp made a float, Faust's
+    ``__faust`` marker dropped: ``doc`` is changed); BadInput otherwise."""
+    if not isinstance(doc, dict):
+        raise BadInput("bad_json", "review item is not a JSON object")
     doc.pop("__faust", None)
     missing = [f for f in ReviewItem._options.fields if f not in doc and
                f not in ReviewItem._options.defaults]

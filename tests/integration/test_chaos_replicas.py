@@ -31,6 +31,7 @@ import pytest
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.consumer_lag import read_groups
+from edgewise.app.core.review_groups import parse_review_group, review_partition
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import decode_prediction_batch
@@ -195,8 +196,8 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
         assert set(predicted) == truth_ids, f"{len(truth_ids - set(predicted))} never predicted"
         review = asyncio.run(consume_until(
             broker.bootstrap, names.review,
-            lambda records: routed <= {r.key.decode() for r in records}, timeout=120))
-        assert routed <= {r.key.decode() for r in review}
+            lambda records: routed <= reviewed_ids(records, settings.partitions), timeout=120))
+        assert routed <= reviewed_ids(review, settings.partitions)
 
         truth: dict[str, Counter[float]] = {}
         for b in batches:
@@ -278,3 +279,13 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
 def ids_of(records: list[Any]) -> set[str]:
     return {i for r in records for i in decode_prediction_batch(r.value, 10**8,
                                                                 future_skew=3600).ids}
+
+
+def reviewed_ids(records: list[Any], partitions: int) -> set[str]:
+    """Sample ids of the review items the records carry (groups, each on its ids' partition)."""
+    ids = set()
+    for record in records:
+        items = parse_review_group(record.value, 10**8, future_skew=3600).items
+        assert {review_partition(i["id"], partitions) for i in items} == {record.partition}
+        ids |= {i["id"] for i in items}
+    return ids

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.core.frames import KIND_SAMPLES, encode_frame
 from edgewise.app.core.records import PredictionBatch, SampleBatch
+from edgewise.app.core.review_groups import parse_review_group, review_partition
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
 from edgewise.app.core.wire import decode_prediction_batch, encode_sample_batch
@@ -77,6 +79,9 @@ class PipelineRun:
         self.dead: list[dict[str, Any]] = []
         self.windows: dict[str, dict[str, Any]] = {}
         self.review: dict[str, Any] = {}
+        self.review_records: list[Any] = []
+        self.corrections_partition: dict[str, int] = {}
+        self.partitions = 0
         self.metrics = ""
 
 
@@ -128,6 +133,14 @@ def pipeline(
             p.confidence, p.margins(), LOW, MARGIN).sum()) for p in run.predictions)
         run.review = _poll(lambda: worker.get("/api/review?limit=1000"),
                            lambda r: r["queued"] >= expected_review)
+        run.review_records = asyncio.run(consume_until(
+            broker.bootstrap, names.review,
+            lambda recs: sum(len(orjson.loads(r.value)["items"]) for r in recs)
+            >= expected_review, timeout=30))
+        queued = [item["id"] for item in run.review["items"]][:40]
+        run.corrections_partition = asyncio.run(_partitions_of(
+            broker.bootstrap, names.corrections, queued))
+        run.partitions = settings.partitions
         devices = sorted({b.device for b in run.good})
         for device in devices:
             run.windows[device] = _poll(
@@ -200,6 +213,24 @@ def test_review_queue_holds_exactly_the_rule_selection(pipeline: PipelineRun) ->
     assert pipeline.review["queued"] == len(expected)
 
 
+def test_review_groups_sit_on_the_partition_of_their_ids(pipeline: PipelineRun) -> None:
+    """One record per (frame, partition); every item on its id's partition, which is also
+    where the broker's client puts a correction keyed by that id."""
+    seen: list[str] = []
+    for record in pipeline.review_records:
+        group = parse_review_group(record.value, 10**8, future_skew=3600)
+        assert not group.refused
+        assert {review_partition(i["id"], pipeline.partitions)
+                for i in group.items} == {record.partition}
+        assert record.key == group.items[0]["id"].encode()
+        seen += [i["id"] for i in group.items]
+    assert sorted(seen) == sorted(i["id"] for i in pipeline.review["items"])  # each once
+    assert len(pipeline.review_records) < len(seen)  # groups, not a record per item
+    assert pipeline.corrections_partition
+    for item_id, partition in pipeline.corrections_partition.items():
+        assert partition == review_partition(item_id, pipeline.partitions), item_id
+
+
 def test_malformed_messages_dead_lettered_with_reasons(pipeline: PipelineRun) -> None:
     assert len(pipeline.dead) == 200
     assert len(set(pipeline.bad_reasons)) >= 10
@@ -207,3 +238,14 @@ def test_malformed_messages_dead_lettered_with_reasons(pipeline: PipelineRun) ->
         pipeline.bad_reasons)
     assert all(d["stage"] == "score" for d in pipeline.dead)
     assert 'edgewise_dead_letters_total{reason="truncated",stage="score"}' in pipeline.metrics
+
+
+async def _partitions_of(bootstrap: str, topic: str, keys: list[str]) -> dict[str, int]:
+    """The partition the broker's client (default partitioner) gives each key on ``topic``."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1)
+    await producer.start()
+    try:
+        return {key: (await producer.send_and_wait(topic, b"{}", key=key.encode())).partition
+                for key in keys}
+    finally:
+        await producer.stop()

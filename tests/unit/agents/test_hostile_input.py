@@ -108,7 +108,8 @@ async def test_evaluate_survives_hostile_predictions(tmp_path: Path) -> None:
 
 
 async def test_review_survives_hostile_items(tmp_path: Path) -> None:
-    run = build_stage(review.register, "edgewise.review", tmp_path)
+    # one partition: every item read here is on the partition of its id (see test_review)
+    run = build_stage(review.register, "edgewise.review", tmp_path, partitions=1)
 
     def good(rng: random.Random) -> tuple[Any, bytes]:
         item = hostile.good_review_item(rng)

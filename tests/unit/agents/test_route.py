@@ -6,8 +6,11 @@ The rule (agents/route.py): confidence below ``low_confidence`` or a top-2 margi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +146,30 @@ def test_a_tabular_item_carries_its_row_not_an_image() -> None:
     [item] = review_items(tabular, LOW, MARGIN)
     assert item.row == [1.2, None, 7.0] and item.image_b64 == "" and item.shape == [3]
     assert parse_review_item(item.dumps(serializer="json"))["row"] == [1.2, None, 7.0]
+
+
+async def test_route_sends_a_frame_as_one_group_per_partition(tmp_path: Path) -> None:
+    from edgewise.agents import route
+    from edgewise.app.core.review_groups import parse_review_group, review_partition
+    from edgewise.app.core.wire import encode_prediction_batch
+    from tests.fixtures.stages import build_stage
+
+    run = build_stage(route.register, "edgewise.route", tmp_path, ["unit-review"],
+                      low_confidence=1.0, min_margin=0.0, partitions=4)
+    batch = predictions([[0.4, 0.3]] * 60)
+    batch = dataclasses.replace(batch, timestamps=time.time() - 1.0 + 0 * batch.timestamps,
+                                scored_at=time.time())
+    async with run.agent.test_context() as agent:
+        await agent.put(encode_prediction_batch(batch))
+        events = [await asyncio.wait_for(run.outputs["unit-review"].get(), 5) for _ in range(4)]
+    partitions, ids = [], []
+    for event in events:
+        group = parse_review_group(event.value)
+        part = event.message.partition
+        assert not group.refused and part is not None
+        assert {review_partition(d["id"], 4) for d in group.items} == {part}
+        assert event.key == group.items[0]["id"].encode()
+        partitions.append(part)
+        ids += [d["id"] for d in group.items]
+    assert sorted(partitions) == [0, 1, 2, 3]
+    assert sorted(ids) == sorted(batch.ids)  # every routed item once

@@ -111,7 +111,7 @@ async def test_image_sink_dead_letters_hostile_faces_and_stores_the_rest(
     expected = iter(goods)
 
     async def reviewed(_: bytes) -> None:  # low_confidence 1.0: every face is doubtful
-        item = orjson.loads(await next_value(run.outputs["unit-review"]))
+        [item] = orjson.loads(await next_value(run.outputs["unit-review"]))["items"]
         assert item["id"] == next(expected).id and item["image_url"]
 
     async with run.agent.test_context() as agent:

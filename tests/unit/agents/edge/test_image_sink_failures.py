@@ -14,7 +14,7 @@ from edgewise.agents.edge.image_sink import (
     StoreRefused,
     ascii_metadata,
     put_until_stored,
-    review_image_job,
+    review_image_jobs,
     review_metadata,
 )
 from edgewise.app.core.backoff import Backoff
@@ -45,13 +45,13 @@ BAD = [
 def test_malformed_review_items_are_bad_input(changes: dict[str, Any]) -> None:
     with pytest.raises(BadInput):
         parse_review_item(orjson.dumps(item(**changes)))
-    assert review_image_job(orjson.dumps(item(**changes))) is None  # never an exception
+    assert review_image_jobs(orjson.dumps(item(**changes))) == []  # never an exception
 
 
 def test_faces_without_inline_pixels_keep_passing() -> None:
     face = item(image_b64="", shape=[40, 30, 3], image_url="s3://b/k.png", kind="face")
     assert parse_review_item(orjson.dumps(face))["shape"] == [40, 30, 3]
-    assert review_image_job(orjson.dumps(item())) is not None
+    assert len(review_image_jobs(orjson.dumps(item()))) == 1
 
 
 def test_metadata_is_ascii() -> None:

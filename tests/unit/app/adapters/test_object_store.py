@@ -107,18 +107,24 @@ def test_doubtful_faces_become_review_items_pointing_at_their_crop() -> None:
 
 
 def test_review_image_jobs_skip_stored_and_bad_items() -> None:
-    from edgewise.agents.edge.image_sink import review_image_job
+    from edgewise.agents.edge.image_sink import review_image_jobs
+    from edgewise.app.core.review_groups import encode_review_groups
 
     pixels = np.zeros((8, 8), np.uint8)
     item = {"id": "d-r-1", "device": "d", "model": "digits", "model_version": 1, "label": 3,
             "confidence": 0.4, "margin": 0.1, "top_k": [[3, 0.4]], "timestamp": TS,
             "image_b64": base64.b64encode(pixels.tobytes()).decode(), "shape": [8, 8]}
-    job = review_image_job(orjson.dumps(item))
-    assert job is not None and job[1] == "digits/d/2023-11-14/d-r-1.png"
+    [job] = review_image_jobs(orjson.dumps(item))
+    assert job[1] == "digits/d/2023-11-14/d-r-1.png"
     assert job[2].startswith(b"\x89PNG")
-    assert review_image_job(orjson.dumps({**item, "image_url": "s3://b/k.png"})) is None
-    assert review_image_job(b"{not json") is None
-    assert review_image_job(orjson.dumps({**item, "shape": [9, 9]})) is None
+    assert review_image_jobs(orjson.dumps({**item, "image_url": "s3://b/k.png"})) == []
+    assert review_image_jobs(b"{not json") == []
+    assert review_image_jobs(orjson.dumps({**item, "shape": [9, 9]})) == []
+    # a group: the stored item and the bad one are skipped, the other two get a job
+    group = [item, {**item, "id": "d-r-2", "image_url": "s3://b/k.png"},
+             {**item, "id": "d-r-3", "shape": [9, 9]}, {**item, "id": "d-r-4"}]
+    [record] = encode_review_groups(group, partitions=1)
+    assert [job[0]["id"] for job in review_image_jobs(record.value)] == ["d-r-1", "d-r-4"]
 
 
 def client_error(code: str, status: int) -> ClientError:

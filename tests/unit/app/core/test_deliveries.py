@@ -116,7 +116,7 @@ async def test_a_record_the_producer_refuses_for_good_is_dead_lettered() -> None
         letters.append(error)
 
     class Refusing:
-        async def send(self, key: bytes, value: bytes) -> None:
+        async def send(self, key: bytes, value: bytes, partition: int | None = None) -> None:
             try:
                 raise MessageSizeTooLargeError("too large for the producer")
             except MessageSizeTooLargeError as exc:

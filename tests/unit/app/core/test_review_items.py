@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgewise.app.core.frames import BadInput
+from edgewise.app.core.review_groups import parse_review_group
 from edgewise.app.core.review_items import parse_review_item
 from tests.fixtures import hostile
 
@@ -22,9 +23,9 @@ def parse(data: bytes) -> dict[str, object]:
 @settings(max_examples=1000, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_hostile_review_items_are_refused_with_their_reason(rng: random.Random) -> None:
-    data, reason = hostile.hostile_review_item(rng)
+    data, reason = hostile.hostile_review_item(rng)  # a record of the review topic
     with pytest.raises(BadInput) as caught:
-        parse(data)
+        parse_review_group(data, hostile.MAX_BYTES, future_skew=hostile.SKEW)
     assert caught.value.reason == reason
 
 
