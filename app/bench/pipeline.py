@@ -72,9 +72,14 @@ def scrape(port: int) -> dict[str, Any]:
 
 
 def pipeline_counts(port: int) -> dict[str, float]:
-    """Samples per stage, with the review stage's items as the share of the routed ones it
-    kept times the samples route has seen: it reaches the total when review is done."""
-    scraped = scrape(port)
+    """Samples per stage of the worker on ``port`` (see ``stage_counts``)."""
+    return stage_counts(scrape(port))
+
+
+def stage_counts(scraped: dict[str, Any]) -> dict[str, float]:
+    """Samples per stage of a scrape, with the review stage's items as the share of the
+    routed ones it kept times the samples route has seen: it reaches the total when review
+    is done."""
     counted = dict(scraped["samples"])
     if "review" in counted:
         routed = scraped["routed"]

@@ -4,8 +4,9 @@ replicas on one broker, side by side per broker.
 Each run starts its replicas on empty topics of their own, waits until the consumer group
 has them all (so no rebalance falls inside the measurement), fills the samples topic with
 a backlog as fast as the broker takes it while the replicas read it, and times from the
-first record written until the replicas together counted every sample (in the stages that
-come last: score alone, or aggregate and evaluate). The backlog's fill rate is printed
+first record written until the replicas together counted every sample (score alone; or
+route, aggregate and evaluate every sample and review every routed item, as in ``bench
+pipeline``). The backlog's fill rate is printed
 beside as the ceiling the input allowed (a stage faster than it shows the fill rate), and
 ``n ×`` the one-replica figure as linear scaling. On a
 machine with fewer cores than replicas the replicas share the cores: the per-replica
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.bench.harness import fill_topic, start_stage_worker
-from edgewise.app.bench.pipeline import PIPELINE, drain, scrape
+from edgewise.app.bench.pipeline import PIPELINE, drain, scrape, stage_counts
 from edgewise.app.core.consumer_lag import read_groups
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
@@ -83,14 +84,18 @@ def measure(settings: Settings, url: str, bootstrap: str, models: Path, work: Pa
         total = SAMPLES[what] // BATCH * BATCH
         started = time.monotonic()  # the replicas read while the backlog is written
         fill = backlog(bootstrap, local, TopicNames(prefix).samples, total)
-        counting = ["score"] if what == "score" else ["aggregate", "evaluate"]
+        counting = ["score"] if what == "score" else ["route", "review", "aggregate",
+                                                       "evaluate"]
 
         def together(_: int) -> dict[str, float]:
             sums: dict[str, float] = {}
+            routed = 0.0
             for port in ports:
-                for stage, n in scrape(port)["samples"].items():
+                scraped = scrape(port)
+                routed += scraped["routed"]
+                for stage, n in scraped["samples"].items():
                     sums[stage] = sums.get(stage, 0.0) + n
-            return sums
+            return stage_counts({"samples": sums, "routed": routed})
 
         drain(ports[0], counting, total, counts=together)
         rate = total / (time.monotonic() - started)  # never above the fill: the ceiling
