@@ -124,7 +124,7 @@ def bench_scale(settings: Settings) -> dict[str, dict[int, dict[str, float]]]:
 def print_scale(runs: list[tuple[str, dict[str, dict[int, dict[str, float]]]]]) -> None:
     """Samples/s per replica count, the brokers side by side."""
     cores = os.cpu_count() or 1
-    width = 16
+    width = max(16, *(len(label) + 2 for label, _ in runs))
     print(f"scale: replicas of the score stage and of the whole pipeline ({', '.join(PIPELINE)})"
           f", batches of {BATCH}, {PARTITIONS} partitions; this machine has {cores} cores, "
           "which the replicas share")
