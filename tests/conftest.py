@@ -13,8 +13,8 @@ pytest_plugins = ["tests.fixtures.broker", "tests.fixtures.apache_kafka", "tests
                   "tests.fixtures.chromium"]
 
 #: Modules by their time in the suite, longest first (measured; the rest follow in order).
-LONGEST = ("test_chaos_replicas", "test_chaos_counts", "test_bridge", "test_learning_loop",
-           "test_consumer_lag", "test_workers", "test_changelog_recovery", "test_cdc_recovery",
+LONGEST = ("test_chaos_replicas", "test_changelog_recovery", "test_chaos_counts", "test_bridge",
+           "test_learning_loop", "test_consumer_lag", "test_workers", "test_cdc_recovery",
            "test_dashboard", "test_edge_outage", "test_demo", "test_shutdown",
            "test_kafka_failover", "test_dashboard_browser", "test_ingest_http", "test_sinks",
            "test_refs", "test_wheel", "test_cdc_pipeline", "test_cdc_vs_debezium")

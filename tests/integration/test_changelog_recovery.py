@@ -175,7 +175,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
 
 
 STANDBY_DEVICES = 100  # every gathering touches many devices: about a changelog record a frame
-STANDBY_FRAMES = 80  # per device
+STANDBY_FRAMES = 60  # per device
 
 
 def changelog_records(bootstrap: str, topic: str) -> int:
