@@ -1,12 +1,14 @@
-"""review: keeps routed predictions in the review table, keyed by sample id, within bounds.
+"""review: keeps routed predictions in the review table, a group to a record, within bounds.
 
 A record of the review topic carries a group of items whose sample ids all hash to the
-record's partition (``core.review_groups``), so the table, keyed by sample id, is
-co-partitioned with the topic and a replayed item simply overwrites itself. Each item is
-kept on its own: one that fails its checks, is on a partition its id does not belong to, or
-is too large even without its pixels is dead-lettered alone, with its reason, and the rest
-of its group is kept. Each group also evicts its partition's items past the age or count
-bound (``tables.review_queue``).
+record's partition (``core.review_groups``). The table keeps the group's items as one
+record keyed by its first id, so it is co-partitioned with the topic and costs one
+changelog write per group; a replayed item, or one sent again in another group (the image
+sink's copy with its URL), replaces its earlier copy (``tables.review_queue``). Each item
+is checked on its own: one that fails its checks, is on a partition its id does not belong
+to, or is too large even without its pixels is dead-lettered alone, with its reason, and
+the rest of its group is kept. Each group also evicts its partition's items past the age or
+count bound.
 """
 
 from __future__ import annotations

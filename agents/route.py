@@ -3,8 +3,8 @@
 The rule: confidence below ``low_confidence`` or a top-2 margin below ``min_margin``.
 A frame's routed items travel as one record per partition their sample ids hash to
 (``core.review_groups``), so the review topic stays co-partitioned with the corrections
-topic and the review table, keyed by sample id, at a record per partition instead of one
-per item. The review stage keeps each item in the review table.
+topic and the review table, at a record per partition instead of one per item. The review
+stage keeps each group as one record of the review table.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ def error_body(status: int, reason: str, detail: str = "") -> dict[str, Any]:
 
 def known_sample(queue: ReviewQueue, store: CorrectionStore, key: str) -> dict[str, Any] | None:
     """What this worker knows of a sample: its queued review item, else its correction."""
-    item = queue.table.get(key)
-    if isinstance(item, dict):
+    item = queue.get(key)
+    if item is not None:
         return item
     record = store.table.get(key)
     return record if isinstance(record, dict) else None

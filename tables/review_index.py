@@ -9,8 +9,8 @@ state: after a rebalance or a recovery it is rebuilt from the table (``rebuild``
 Eviction is per partition because Faust writes a table's changelog record to the partition
 of the event being processed: the review stage may only delete keys of the partition it is
 handling, or the tombstone would land where the key never was and compaction would keep it.
-The review topic is keyed by sample id and the table is co-partitioned with it, so each
-item's partition is the one whose events write it.
+The review topic's groups hold items of one partition, and the table keeps each group as
+a record on that partition, so each item's partition is the one whose events write it.
 """
 
 from __future__ import annotations

@@ -1,18 +1,23 @@
-"""The review queue: low-confidence predictions keyed by sample id, and its views (the list,
-and each item's image: the stored object it points to, or its inline pixels as a PNG).
+"""The review queue: low-confidence predictions, kept in groups (one table record per group
+of items that arrived together, keyed by its first sample id), and its views (the list, and
+each item's image: the stored object it points to, or its inline pixels as a PNG).
 
-Bounded three ways, so neither memory nor the changelog grows with time: each item's record
-(inline pixels above ``review_max_image_bytes`` are dropped, and an item still over
-``MAX_ITEM_BYTES`` is refused), the count (``review_max_items``, shared out over the
-partitions) and the age (``review_max_age_seconds`` since the hub queued the item). An
-evicted item is deleted from the table, which writes a tombstone to the compacted changelog,
-so a recovery does not bring it back. The order the view pages through is kept beside the
-table (``tables.review_index``), not sorted per request.
+A group is one record so that the changelog takes one write per group kept, rewritten or
+evicted, not one per item. Bounded three ways, so neither memory nor the changelog grows
+with time: each item's record (inline pixels above ``review_max_image_bytes`` are dropped,
+and an item still over ``max_item_bytes`` is refused), the count (``review_max_items``,
+shared out over the partitions) and the age (``review_max_age_seconds`` since the hub queued
+the item); a table record holds no more than ``table_record_max_bytes`` of items (unless
+one item alone is larger). An evicted item is taken out of its record, which is rewritten,
+or deleted (a tombstone in the compacted changelog) when it was the last, so a recovery
+does not bring it back. The order the view pages through is kept beside the table
+(``tables.review_index``), not sorted per request.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import heapq
 import math
 import time
@@ -37,6 +42,9 @@ MAX_LIMIT = 1000
 #: Room for an item's fields other than its inline pixels (ids, model, top-k, reason, URL).
 MAX_FIELDS_BYTES = 16_384
 ORDERS = ("confidence", "margin")
+#: Bytes a table record adds around its items, and each item around its own JSON.
+RECORD_OVERHEAD = 16
+ITEM_OVERHEAD = 4
 #: The queue of each app, for the stages beside review that settle its items (correct).
 _QUEUES: weakref.WeakKeyDictionary[Any, ReviewQueue] = weakref.WeakKeyDictionary()
 
@@ -72,16 +80,37 @@ def keep_image_url(existing: dict[str, Any] | None, item: dict[str, Any]) -> dic
     return item
 
 
+def record_items(value: Any) -> dict[str, dict[str, Any]]:
+    """The items of one table record by id: a group's, or a single item written before
+    records held groups (keyed by its own id)."""
+    if not isinstance(value, dict):
+        return {}
+    if "items" in value:
+        items = value["items"]
+        return items if isinstance(items, dict) else {}
+    return {value["id"]: value} if isinstance(value.get("id"), str) else {}
+
+
 class ReviewQueue:
-    """The table, its in-memory order, and the bounds; the review stage's only way in."""
+    """The table, its in-memory order, and the bounds; the review stage's only way in.
+
+    A table record holds a group of items, keyed by its first item's id, so that a group
+    costs one changelog record, not one per item: ``{"items": {id: item, ...}}``, split into
+    several records (each keyed by its own first id) past ``table_record_max_bytes``. Every
+    id of a group hashes to its key's partition, so the changelog stays co-partitioned and
+    ``table_route`` by item id reaches the owner. ``groups`` maps each queued id to the key
+    of its record; it is rebuilt from the table like the order is.
+    """
 
     def __init__(self, table: faust.Table, settings: Settings,
                  clock: Callable[[], float] = time.time) -> None:
         self.table = table
         self.index = ReviewIndex()
+        self.groups: dict[str, str] = {}
         self.max_items = max(1, math.ceil(settings.review_max_items / settings.partitions))
         self.max_age = settings.review_max_age_seconds
         self.max_image_bytes = settings.review_max_image_bytes
+        self.max_record_bytes = settings.table_record_max_bytes
         self.clock = clock
         self.evicted = 0
         #: True for a sample whose item is settled (corrected): a late copy of its item
@@ -94,59 +123,127 @@ class ReviewQueue:
         the bounds; returns the evicted ids. BadInput when the item is too large even
         without its pixels. Must run inside a stream of the item's partition: the table
         writes go to the partition of the event being processed."""
-        if self._put(item, partition):
-            return self._evict(partition)
-        return []
+        _, refused, evicted = self._apply([item], partition)
+        if refused:
+            raise refused[0][1]
+        return evicted
 
     def keep_all(self, items: list[dict[str, Any]], partition: int
                  ) -> tuple[int, list[tuple[dict[str, Any], BadInput]]]:
         """``keep`` for the items of one group, all of ``partition``, evicting once after
-        them all; returns how many were put in, and the items refused with why."""
-        kept, refused = 0, []
-        for item in items:
-            try:
-                kept += self._put(item, partition)
-            except BadInput as exc:
-                refused.append((item, exc))
-        if kept:
-            self._evict(partition)
+        them all, each record touched written once; returns how many were put in, and the
+        items refused with why."""
+        kept, refused, _ = self._apply(items, partition)
         return kept, refused
 
-    def _put(self, item: dict[str, Any], partition: int) -> bool:
-        """One item into the table and the index; False when its sample is settled."""
-        item = bound_item(item, self.max_image_bytes)
-        key = item["id"]
-        if self.settled(key):
-            return False
-        existing = self.table.get(key)
-        now = self.clock()
-        queued_at = existing.get("queued_at", now) if isinstance(existing, dict) else now
-        value = {**keep_image_url(existing, item), "queued_at": queued_at,
-                 "partition": partition}
-        self.table[key] = value
-        self.index.put(key, float(value["confidence"]), partition, queued_at)
-        return True
+    def get(self, item_id: str) -> dict[str, Any] | None:
+        """The queued item of a sample held here, or None."""
+        key = self.groups.get(item_id)
+        return None if key is None else record_items(self.table.get(key)).get(item_id)
 
-    def _evict(self, partition: int) -> list[str]:
-        """Delete what ``partition`` holds beyond the bounds (a tombstone each)."""
+    def _apply(self, items: list[dict[str, Any]], partition: int
+               ) -> tuple[int, list[tuple[dict[str, Any], BadInput]], list[str]]:
+        """Put the items in, evict, then write each record touched once (a tombstone for
+        one left empty)."""
+        refused: list[tuple[dict[str, Any], BadInput]] = []
+        incoming: dict[str, dict[str, Any]] = {}
+        now = self.clock()
+        for raw in items:
+            try:
+                item = bound_item(raw, self.max_image_bytes)
+            except BadInput as exc:
+                refused.append((raw, exc))
+                continue
+            key = item["id"]
+            if self.settled(key):
+                continue
+            existing = incoming.get(key) or self.get(key)
+            queued_at = existing.get("queued_at", now) if existing else now
+            incoming[key] = {**keep_image_url(existing, item), "queued_at": queued_at,
+                             "partition": partition}
+        if not incoming:
+            return 0, refused, []
+        touched: dict[str, dict[str, dict[str, Any]]] = {}
+        for key in incoming:  # out of the record each was in
+            self._take_out(key, touched)
+        self._place(list(incoming.values()), touched)
+        for key, value in incoming.items():
+            self.index.put(key, float(value["confidence"]), partition, value["queued_at"])
+        evicted = self._evict(partition, touched)
+        self._write(touched)
+        return len(incoming), refused, evicted
+
+    def _records(self, key: str, touched: dict[str, dict[str, dict[str, Any]]]
+                 ) -> dict[str, dict[str, Any]]:
+        """The items of record ``key`` as this write will leave them (a copy, read once)."""
+        if key not in touched:
+            touched[key] = dict(record_items(self.table.get(key)))
+        return touched[key]
+
+    def _take_out(self, item_id: str, touched: dict[str, dict[str, dict[str, Any]]]) -> None:
+        key = self.groups.pop(item_id, None)
+        if key is not None:
+            self._records(key, touched).pop(item_id, None)
+
+    def _place(self, values: list[dict[str, Any]],
+               touched: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """New records for ``values``, each keyed by its first id and bounded by
+        ``max_record_bytes`` (an item larger alone is a record alone). A record already
+        under a chosen key is taken up: its other items join the ones being placed."""
+        pending = collections.deque(values)
+        while pending:
+            first = pending[0]
+            key = first["id"]
+            for other in self._records(key, touched).values():
+                if self.groups.get(other["id"]) == key:
+                    del self.groups[other["id"]]
+                    pending.append(other)
+            record: dict[str, dict[str, Any]] = {}
+            touched[key] = record
+            size = RECORD_OVERHEAD
+            while pending:
+                value = pending[0]
+                cost = len(orjson.dumps(value)) + len(value["id"]) + ITEM_OVERHEAD
+                if record and size + cost > self.max_record_bytes:
+                    break
+                pending.popleft()
+                record[value["id"]] = value
+                self.groups[value["id"]] = key
+                size += cost
+
+    def _evict(self, partition: int, touched: dict[str, dict[str, dict[str, Any]]]
+               ) -> list[str]:
+        """Take out what ``partition`` holds beyond the bounds, record by record."""
         evicted = self.index.evict(partition, self.clock(), self.max_items, self.max_age)
         for old in evicted:
-            del self.table[old]  # a tombstone in the changelog
+            self._take_out(old, touched)
         self.evicted += len(evicted)
         return evicted
 
+    def _write(self, touched: dict[str, dict[str, dict[str, Any]]]) -> None:
+        """One write per record touched: its items, or a tombstone when none are left."""
+        for key, items in touched.items():
+            if items:
+                self.table[key] = {"items": items}
+            elif self.table.get(key) is not None:
+                del self.table[key]  # a tombstone in the changelog
+
     def resolve(self, key: str) -> bool:
         """Take a settled item out of the queue; True if it was there. Like ``keep``, must
-        run inside a stream of the item's partition (the tombstone goes there)."""
+        run inside a stream of the item's partition (its record is rewritten there, or
+        tombstoned when it was the last)."""
         self.index.discard(key)
-        if self.table.get(key) is None:
+        if self.get(key) is None:
+            self.groups.pop(key, None)
             return False
-        del self.table[key]
+        touched: dict[str, dict[str, dict[str, Any]]] = {}
+        self._take_out(key, touched)
+        self._write(touched)
         return True
 
     async def image(self, item_id: str) -> bytes:
         """The PNG of a queued item held here; HTTPNotFound saying why there is none."""
-        item = self.table.get(item_id)
+        item = self.get(item_id)
         if item is None:
             raise aioweb.HTTPNotFound(text=f"no review item {item_id[:80]}")
         if self.store is None:
@@ -158,14 +255,21 @@ class ReviewQueue:
                 text=f"no image for review item {item_id[:80]}: {exc}") from None
 
     def rebuild(self) -> None:
-        """The order again from the table (its keys change on recovery and rebalance)."""
-        self.index.rebuild(self.table.items())
+        """The ids' records and the order again from the table (its keys change on
+        recovery and rebalance)."""
+        self.groups = {}
+        pairs = []
+        for key, value in self.table.items():
+            for item_id, item in record_items(value).items():
+                self.groups[item_id] = key
+                pairs.append((item_id, item))
+        self.index.rebuild(pairs)
 
     def page(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """One page of items, least confident first, and how many are queued."""
         now = self.clock()
         keys = self.index.page(offset, limit, now, self.max_age)
-        items = [v for v in (self.table.get(k) for k in keys) if v is not None]
+        items = [v for v in (self.get(k) for k in keys) if v is not None]
         return items, self.index.live_count(now, self.max_age)
 
     def page_by_margin(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -173,8 +277,8 @@ class ReviewQueue:
         keeps the confidence order only), so the cost grows with the queue, not its square."""
         now = self.clock()
         cutoff = now - self.max_age
-        live = (v for v in self.table.values()
-                if isinstance(v, dict) and float(v.get("queued_at", now)) >= cutoff)
+        live = (v for record in self.table.values() for v in record_items(record).values()
+                if float(v.get("queued_at", now)) >= cutoff)
         best = heapq.nsmallest(offset + limit, live,
                                key=lambda v: (float(v.get("margin", 1.0)), v["id"]))
         return best[offset:], self.index.live_count(now, self.max_age)
@@ -184,7 +288,7 @@ def define(ctx: StageContext) -> ReviewQueue:
     """Create the table and attach ``/api/review``."""
     table = ctx.app.Table(
         TABLE, default=None, partitions=ctx.settings.partitions, schema=json_schema(),
-        help="predictions waiting for a person, keyed by sample id",
+        help="predictions waiting for a person, in groups keyed by their first sample id",
     )
     queue = ReviewQueue(table, ctx.settings)
     _QUEUES[ctx.app] = queue

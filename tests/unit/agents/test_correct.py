@@ -31,9 +31,9 @@ def test_a_correction_takes_the_item_out_through_a_tombstone() -> None:
     queue, store, review_table, _ = stage()
     queue.keep(item("s1", 0.3), 0)
     queue.keep(item("s2", 0.4), 0)
-    record = new_correction(CorrectionRequest("s1", 5), review_table["s1"], now=NOW)
+    record = new_correction(CorrectionRequest("s1", 5), queue.get("s1"), now=NOW)
     assert settle(store, queue, record, 0).action == "set"
-    assert "s1" not in review_table and review_table.tombstones == ["s1"]
+    assert queue.get("s1") is None and review_table.tombstones == ["s1"]
     assert [i["id"] for i in queue.page(0, 10)[0]] == ["s2"]
     assert queue.page(0, 10)[1] == 1
 
@@ -41,20 +41,21 @@ def test_a_correction_takes_the_item_out_through_a_tombstone() -> None:
 def test_a_late_copy_of_a_corrected_item_is_not_queued_again() -> None:
     queue, store, review_table, _ = stage()
     queue.keep(item("s1", 0.3), 0)
-    settle(store, queue, new_correction(CorrectionRequest("s1", 5), review_table["s1"],
+    settle(store, queue, new_correction(CorrectionRequest("s1", 5), queue.get("s1"),
                                         now=NOW), 0)
     queue.keep(item("s1", 0.3, image_url="file:///x.png"), 0)  # the image sink's copy
-    assert "s1" not in review_table and queue.page(0, 10)[1] == 0
+    assert queue.get("s1") is None and queue.page(0, 10)[1] == 0
+    assert "s1" not in review_table
 
 
 def test_taking_a_correction_back_queues_the_item_again() -> None:
     queue, store, review_table, _ = stage()
     queue.keep(item("s1", 0.3), 0)
-    first = new_correction(CorrectionRequest("s1", 5), review_table["s1"], now=NOW)
+    first = new_correction(CorrectionRequest("s1", 5), queue.get("s1"), now=NOW)
     settle(store, queue, first, 0)
     back = new_correction(CorrectionRequest("s1", None), store.table["s1"], now=NOW + 1)
     assert settle(store, queue, back, 0).action == "retracted"
-    assert review_table["s1"]["confidence"] == 0.3 and queue.page(0, 10)[1] == 1
+    assert queue.get("s1")["confidence"] == 0.3 and queue.page(0, 10)[1] == 1
     assert store.accuracy.models == {}
 
 

@@ -22,6 +22,7 @@ from edgewise.agents.cdc import transform
 from edgewise.agents.edge import metrics as edge_metrics
 from edgewise.app.adapters.mqtt_payloads import encode_metrics
 from edgewise.app.core.wire import encode_prediction_batch, encode_sample_batch
+from edgewise.tables.review_queue import record_items
 from tests.fixtures import hostile
 from tests.fixtures.stages import StageRun, build_stage, drive, next_value
 
@@ -119,7 +120,9 @@ async def test_review_survives_hostile_items(tmp_path: Path) -> None:
     async with run.agent.test_context() as agent:
         await drive(run, agent, "review", messages)
     every_reason_seen(run, 12)
-    assert sorted(run.ctx.app.tables["review_queue"]) == sorted(g["id"] for g in goods)
+    table = run.ctx.app.tables["review_queue"]
+    assert sorted(i for v in table.values() for i in record_items(v)) == sorted(
+        g["id"] for g in goods)
 
 
 async def test_edge_metrics_survives_hostile_windows(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""review: a group's items kept one by one on the partition of their ids; a bad item, or
-one on another partition, dead-lettered alone with its reason and its own bytes."""
+"""review: a group's items kept as one table record on the partition of their ids; a bad
+item, or one on another partition, dead-lettered alone with its reason and its own bytes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import orjson
 
 from edgewise.agents import review
 from edgewise.app.core.review_groups import encode_review_groups, review_partition
+from edgewise.tables import review_queue
 from tests.fixtures import hostile
 from tests.fixtures.stages import build_stage, next_value
 
@@ -33,8 +34,11 @@ async def test_a_group_is_kept_item_by_item_and_its_bad_items_dead_lettered_alon
         await agent.put(orjson.dumps(doc), key=record.key, partition=home)
         letters = [orjson.loads(await next_value(run.dead)) for _ in range(2)]
     table = run.ctx.app.tables["review_queue"]
-    assert sorted(table) == sorted(g["id"] for g in mine)
-    assert all(table[g["id"]]["partition"] == home for g in mine)
+    assert list(table) == [record.key.decode()]  # the group is one record, by its key
+    assert sorted(table[record.key.decode()]["items"]) == sorted(g["id"] for g in mine)
+    queue = review_queue.queue_for(run.ctx.app)
+    assert queue is not None
+    assert all(queue.get(g["id"])["partition"] == home for g in mine)
     assert [(x["stage"], x["reason"]) for x in letters] == [("review", "out_of_range"),
                                                             ("review", "wrong_partition")]
     assert base64.b64decode(letters[0]["original_b64"]) == orjson.dumps(bad)  # its own bytes
@@ -52,7 +56,11 @@ async def test_every_partition_keeps_its_own_group(tmp_path: Path) -> None:
         for record in records:
             await agent.put(record.value, key=record.key, partition=record.partition)
     table = run.ctx.app.tables["review_queue"]
-    assert sorted(table) == sorted(g["id"] for g in goods)
+    assert sorted(table) == sorted(r.key.decode() for r in records)  # a record per group
+    assert sorted(i for v in table.values() for i in v["items"]) == sorted(
+        g["id"] for g in goods)
+    queue = review_queue.queue_for(run.ctx.app)
+    assert queue is not None
     for g in goods:
-        assert table[g["id"]]["partition"] == review_partition(g["id"], PARTITIONS)
+        assert queue.get(g["id"])["partition"] == review_partition(g["id"], PARTITIONS)
     assert run.samples_counted("review") == len(goods)

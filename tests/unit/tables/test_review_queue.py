@@ -1,5 +1,6 @@
-"""The review queue's bounds and order: evicted by age and by count per partition, each
-eviction a table delete (a changelog tombstone), pixels capped, pages without sorting."""
+"""The review queue's bounds, order and records: a group of items is one table record (one
+changelog write), evicted by age and by count per partition record by record (a rewrite, or
+a tombstone for a record left empty), pixels capped, pages without sorting."""
 
 from __future__ import annotations
 
@@ -13,20 +14,35 @@ import pytest
 from edgewise.app.core.frames import BadInput
 from edgewise.app.core.settings import load_settings
 from edgewise.tables.review_index import ReviewIndex
-from edgewise.tables.review_queue import ReviewQueue, bound_item, max_item_bytes
+from edgewise.tables.review_queue import (
+    ReviewQueue,
+    bound_item,
+    max_item_bytes,
+    record_items,
+)
 
 
 class FakeTable(dict):
-    """The parts of a Faust table the queue uses; deletes recorded as the tombstones Faust
-    would write to the changelog."""
+    """The parts of a Faust table the queue uses; sets and deletes recorded as the records
+    and tombstones Faust would write to the changelog."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.writes: list[str] = []
         self.tombstones: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.writes.append(key)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
         self.tombstones.append(key)
+
+
+def queued_ids(table: FakeTable) -> list[str]:
+    """Every item id the table's records hold (each once, or the test sees it twice)."""
+    return sorted(i for value in table.values() for i in record_items(value))
 
 
 class Clock:
@@ -56,7 +72,7 @@ def test_the_oldest_go_beyond_the_count_and_each_is_a_tombstone() -> None:
     for i in range(5):
         clock.now += 1
         q.keep(item(f"s{i}", 0.5), partition=0)
-    assert sorted(table) == ["s2", "s3", "s4"]
+    assert queued_ids(table) == ["s2", "s3", "s4"]
     assert table.tombstones == ["s0", "s1"] and q.evicted == 2
 
 
@@ -65,7 +81,7 @@ def test_the_count_is_shared_out_over_partitions() -> None:
     for i in range(6):
         q.keep(item(f"a{i}", 0.5), partition=0)
     q.keep(item("b0", 0.5), partition=1)
-    assert sorted(table) == ["a4", "a5", "b0"]
+    assert queued_ids(table) == ["a4", "a5", "b0"]
 
 
 def test_an_item_only_evicts_in_its_own_partition() -> None:
@@ -75,7 +91,7 @@ def test_an_item_only_evicts_in_its_own_partition() -> None:
     q.keep(item("old", 0.5), partition=1)
     clock.now += 60
     q.keep(item("new", 0.5), partition=0)
-    assert "old" in table and table.tombstones == []
+    assert "old" in queued_ids(table) and table.tombstones == []
     assert [i["id"] for i in q.page(0, 10)[0]] == ["new"]  # but the view no longer shows it
     q.keep(item("newer", 0.5), partition=1)
     assert table.tombstones == ["old"]
@@ -88,19 +104,19 @@ def test_items_past_their_age_are_evicted() -> None:
     q.keep(item("b", 0.5), partition=0)
     clock.now += 60
     q.keep(item("c", 0.5), partition=0)
-    assert sorted(table) == ["b", "c"] and table.tombstones == ["a"]
+    assert queued_ids(table) == ["b", "c"] and table.tombstones == ["a"]
 
 
 def test_a_replay_keeps_its_queued_time_and_its_image_url() -> None:
     q, table, clock = queue(review_max_age_seconds=100)
     q.keep(item("a", 0.5, image_url="s3://b/a.png"), partition=0)
-    first = table["a"]["queued_at"]
+    first = q.get("a")["queued_at"]
     clock.now += 90
     q.keep(item("a", 0.5), partition=0)
-    assert table["a"]["queued_at"] == first and table["a"]["image_url"] == "s3://b/a.png"
+    assert q.get("a")["queued_at"] == first and q.get("a")["image_url"] == "s3://b/a.png"
     clock.now += 20
     q.keep(item("b", 0.5), partition=0)
-    assert "a" not in table  # a replay does not make an item young again
+    assert q.get("a") is None and queued_ids(table) == ["b"]  # a replay stays as old
 
 
 def test_pages_are_least_confident_first_with_offset() -> None:
@@ -135,7 +151,7 @@ def test_the_order_is_rebuilt_from_the_table_after_recovery() -> None:
     assert [i["id"] for i in recovered.page(0, 10)[0]] == ["s2", "s1", "s0"]
     clock.now += 1
     recovered.keep(item("s3", 0.9), partition=0)
-    assert sorted(table) == ["s1", "s2", "s3"]  # the oldest, by its recovered queued time
+    assert queued_ids(table) == ["s1", "s2", "s3"]  # the oldest, by its recovered queued time
 
 
 def test_pixels_over_the_cap_are_dropped_and_the_record_stays_bounded() -> None:
@@ -174,3 +190,89 @@ def test_index_stays_consistent_under_random_operations() -> None:
     assert len(index) == len(live)
     expected = sorted(live, key=lambda k: (live[k][0], k))
     assert index.page(0, 1000, now, 1e9) == expected
+
+
+def test_a_group_is_one_changelog_write() -> None:
+    q, table, _ = queue()
+    kept, refused = q.keep_all([item(f"s{i}", 0.5) for i in range(10)], partition=0)
+    assert (kept, refused) == (10, [])
+    assert table.writes == ["s0"] and list(table) == ["s0"]
+    assert sorted(table["s0"]["items"]) == sorted(f"s{i}" for i in range(10))
+    assert q.get("s7")["id"] == "s7" and q.get("nope") is None
+
+
+def test_a_group_evicted_whole_is_one_tombstone() -> None:
+    q, table, clock = queue(review_max_items=10)
+    for name in "abc":
+        clock.now += 1
+        q.keep_all([item(f"{name}{i}", 0.5) for i in range(5)], partition=0)
+    assert table.writes == ["a0", "b0", "c0"] and table.tombstones == ["a0"]
+    assert queued_ids(table) == sorted(f"{n}{i}" for n in "bc" for i in range(5))
+    assert q.evicted == 5
+
+
+def test_a_group_evicted_in_part_is_one_rewrite() -> None:
+    q, table, clock = queue(review_max_items=7)
+    q.keep_all([item(f"a{i}", 0.5) for i in range(5)], partition=0)
+    clock.now += 1
+    q.keep_all([item(f"b{i}", 0.5) for i in range(5)], partition=0)
+    assert sorted(table.writes) == ["a0", "a0", "b0"] and table.tombstones == []
+    assert sorted(table["a0"]["items"]) == ["a3", "a4"]
+    assert [i["id"] for i in q.page(0, 10)[0]] == ["a3", "a4", "b0", "b1", "b2", "b3", "b4"]
+
+
+def test_resolving_one_item_rewrites_its_group_and_the_last_tombstones_it() -> None:
+    q, table, _ = queue()
+    q.keep_all([item("a", 0.5), item("b", 0.4)], partition=0)
+    assert q.resolve("b") and table.writes == ["a", "a"] and table.tombstones == []
+    assert list(table["a"]["items"]) == ["a"] and q.get("b") is None
+    assert not q.resolve("b")
+    assert q.resolve("a") and table.tombstones == ["a"] and not table
+    assert q.page(0, 10) == ([], 0)
+
+
+def test_an_item_sent_again_in_another_group_is_kept_once_with_its_url() -> None:
+    q, table, clock = queue()
+    q.keep_all([item("a", 0.5), item("b", 0.5), item("c", 0.5)], partition=0)
+    queued_at = q.get("c")["queued_at"]
+    clock.now += 5
+    q.keep_all([item("c", 0.5, image_url="s3://b/c.png"), item("d", 0.5)], partition=0)
+    assert queued_ids(table) == ["a", "b", "c", "d"]
+    assert sorted(table["a"]["items"]) == ["a", "b"] and sorted(table["c"]["items"]) == ["c", "d"]
+    assert table.writes == ["a", "a", "c"]  # the old group rewritten once, the new one once
+    q.keep_all([item("e", 0.5), item("c", 0.5)], partition=0)  # a copy without the URL
+    assert queued_ids(table) == ["a", "b", "c", "d", "e"]
+    assert q.get("c")["image_url"] == "s3://b/c.png" and q.get("c")["queued_at"] == queued_at
+    assert q.page(0, 10)[1] == 5
+
+
+def test_a_group_under_a_key_in_use_takes_up_the_items_already_there() -> None:
+    q, table, _ = queue()
+    q.keep_all([item("a", 0.5), item("b", 0.5)], partition=0)
+    q.keep_all([item("a", 0.5, image_url="s3://b/a.png")], partition=0)
+    assert queued_ids(table) == ["a", "b"] and list(table) == ["a"]
+    assert q.get("a")["image_url"] == "s3://b/a.png" and q.get("b")["id"] == "b"
+
+
+def test_a_group_is_split_into_records_within_the_record_bound() -> None:
+    q, table, _ = queue(table_record_max_bytes=16_384)
+    items = [item(f"s{i}", 0.5, pixels=bytes(4000)) for i in range(10)]
+    q.keep_all(items, partition=0)
+    assert 1 < len(table) < 10 and len(table.writes) == len(table)
+    assert all(len(orjson.dumps(v)) <= 16_384 for v in table.values())
+    assert queued_ids(table) == sorted(i["id"] for i in items)
+    assert all(key in table[key]["items"] for key in table)  # each by its first item's id
+
+
+def test_after_recovery_items_are_found_by_id_in_their_groups() -> None:
+    q, table, clock = queue()
+    q.keep_all([item("a", 0.3), item("b", 0.2)], partition=0)
+    clock.now += 1
+    q.keep_all([item("c", 0.1)], partition=0)
+    table["old"] = {**item("old", 0.9), "queued_at": clock.now, "partition": 0}  # one item
+    recovered = ReviewQueue(table, load_settings(partitions=1), clock=clock)
+    recovered.rebuild()
+    assert recovered.get("b")["id"] == "b" and recovered.get("old")["id"] == "old"
+    assert [i["id"] for i in recovered.page(0, 10)[0]] == ["c", "b", "a", "old"]
+    assert recovered.resolve("a") and sorted(table["a"]["items"]) == ["b"]
+    assert recovered.resolve("old") and "old" not in table
