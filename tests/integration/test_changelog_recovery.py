@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from edgewise.agents.simulate import DigitSimulator
+from edgewise.app.bench.scale import wait_for_members
 from edgewise.app.core.consumer_lag import read_groups
 from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, create_topics, topic_specs
@@ -191,15 +192,6 @@ def changelog_records(bootstrap: str, topic: str) -> int:
     return asyncio.run(ends())
 
 
-def alone_in_group(bootstrap: str, group: str) -> bool:
-    """The group has one member and its partitions are assigned (it is stable)."""
-    try:
-        found = asyncio.run(read_groups(bootstrap, [group]))
-    except Exception:  # mid-rebalance the answer may not be readable: not yet
-        return False
-    return any(g.group == group and g.members == 1 and g.state == "Stable" for g in found)
-
-
 def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
              standbys: int, frames: list[tuple[bytes, bytes]], counts: Counter
              ) -> tuple[float, float, int]:
@@ -225,8 +217,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         records = changelog_records(broker.bootstrap, f"{group}-device_windows-changelog")
         started = time.monotonic()
         sigterm(workers[1:])
-        wait_until("the survivor alone in the group", lambda: alone_in_group(
-            broker.bootstrap, group), 60)
+        wait_for_members(broker.bootstrap, group, 1, timeout=60)  # the survivor alone, stable
         assigned = time.monotonic()
         wait_until("the survivor serves every device",
                    lambda: all_counted(workers[:1], counts), 120, tolerate=(OSError,))
