@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,6 +189,8 @@ class Bridge:
         self.subscribed = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._producer: AIOKafkaProducer | None = None
+        self.in_flight = 0  # messages taken from MQTT and not yet acknowledged to it
+        self.last_arrival = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Bridge until ``stop`` is set; in-flight messages stay unacknowledged (redelivered)."""
@@ -203,6 +206,19 @@ class Bridge:
                 downstream.cancel()
         finally:
             await self._producer.stop()
+
+    async def quiet(self, idle: float, limit: float) -> bool:
+        """Wait until every message taken from MQTT is acknowledged and none has come for
+        ``idle`` seconds, at most ``limit`` seconds; whether it got quiet. Whoever stops the
+        publishers first lets their last messages through before stopping the bridge."""
+        deadline = time.monotonic() + limit
+        while True:
+            now = time.monotonic()
+            if self.in_flight == 0 and now - self.last_arrival >= idle:
+                return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(min(0.05, deadline - now))
 
     async def _start_producer(self, stop: asyncio.Event) -> AIOKafkaProducer | None:
         backoff = Backoff(self.settings.reconnect_min_seconds, self.settings.reconnect_max_seconds)
@@ -256,9 +272,12 @@ class Bridge:
         """Forward each message; a second task acks them in arrival order once Kafka has."""
         pending: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Future[Any] | None]] = (
             asyncio.Queue())
+        self.in_flight = 0  # what a session left unacknowledged, the broker sends again
         async with asyncio.TaskGroup() as group:
             group.create_task(self._ack_in_order(client, pending))
             async for message in client.messages:
+                self.in_flight += 1
+                self.last_arrival = time.monotonic()
                 await pending.put((message, await self._forward(message)))
 
     async def _forward(self, message: aiomqtt.Message) -> asyncio.Future[Any] | None:
@@ -322,6 +341,7 @@ class Bridge:
                 await self._settle(message, acked)  # a Kafka outage ends the session
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
+            self.in_flight -= 1
 
     # -- Kafka -> MQTT ---------------------------------------------------------------------
 

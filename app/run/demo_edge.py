@@ -4,7 +4,9 @@ worker, and real ``edgewise edge`` processes publishing through them.
 The demo's edges: one digits device scoring at the edge (predictions and window metrics
 travel up), and, when the sample portraits are installed, one camera detecting faces
 (crops go to the image store). Edges start once the bridge holds its subscription, so
-the broker keeps every message for it from the first; they die with the demo. Model
+the broker keeps every message for it from the first. When the demo stops, the edges stop
+first and the bridge forwards what they sent last (each edge's final window metrics) before
+it goes; the edges also die with the demo if it is killed. Model
 commands are signed: with no ``model_signing_key`` configured the demo makes one for its
 bridge and edges.
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,11 @@ EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
 DIGITS_EDGE = ("edge-digits", ["--source", "digits", "--detect", "digits", "--score-at",
                                "edge", "--rate", "40", "--batch-size", "8"])
 CAMERA_EDGE = ("camera-1", ["--source", "faces-sample", "--detect", "faces", "--rate", "1"])
+EDGE_STOP_SECONDS = 4.0  # an edge sends its last window and exits within this, or is killed
+BRIDGE_IDLE_SECONDS = 0.3  # the bridge has forwarded the edges' last messages: none for this
+BRIDGE_DRAIN_SECONDS = 2.0  # at most this long; the demo's stop stays well under 10 s
+
+log = logging.getLogger(__name__)
 
 
 def demo_edges() -> list[tuple[str, list[str]]]:
@@ -73,6 +82,15 @@ class EdgeFleet:
             finally:  # the worker stops its tasks; the bridge goes with this one
                 bridge.cancel()
 
+        @app.on_before_shutdown.connect
+        async def edges_first(app: faust.App, **kwargs: Any) -> None:
+            """The edges stop before the bridge: their last windows and what they still
+            queued are forwarded and counted, not left behind on the MQTT broker."""
+            await asyncio.to_thread(self.stop, EDGE_STOP_SECONDS)
+            if not await self.bridge.quiet(BRIDGE_IDLE_SECONDS, BRIDGE_DRAIN_SECONDS):
+                log.warning("demo: the bridge still had messages in flight when it stopped; "
+                            "the MQTT broker keeps them")
+
     def start_edges(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "EDGEWISE_MQTT_URL": self.settings.mqtt_url,
@@ -87,14 +105,15 @@ class EdgeFleet:
                     stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                     preexec_fn=die_with_parent))
 
-    def stop(self) -> None:
-        """SIGTERM each edge by PID; SIGKILL the ones that do not exit."""
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM each edge by PID; SIGKILL the ones that do not exit within ``timeout``."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for process in self.processes:
             try:
-                process.wait(10)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
