@@ -50,7 +50,8 @@ def backlog(bootstrap: str, settings: Settings, topic: str, total: int) -> float
     return len(batches) * BATCH / (time.monotonic() - started)
 
 
-def wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 90.0) -> None:
+def wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 90.0,
+                     interval: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -59,7 +60,7 @@ def wait_for_members(bootstrap: str, group: str, n: int, timeout: float = 90.0) 
             found = []
         if any(g.group == group and g.members == n and g.state == "Stable" for g in found):
             return
-        time.sleep(0.5)
+        time.sleep(interval)
     raise RuntimeError(f"group {group} did not reach {n} stable members in {timeout:.0f}s")
 
 

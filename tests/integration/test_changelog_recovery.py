@@ -176,7 +176,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
 
 
 STANDBY_DEVICES = 100  # every gathering touches many devices: about a changelog record a frame
-STANDBY_FRAMES = 60  # per device
+STANDBY_FRAMES = 80  # per device: a cold rebuild of ~3 s, well above the polls' 0.1 s
 
 
 def changelog_records(bootstrap: str, topic: str) -> int:
@@ -217,10 +217,11 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         records = changelog_records(broker.bootstrap, f"{group}-device_windows-changelog")
         started = time.monotonic()
         sigterm(workers[1:])
-        wait_for_members(broker.bootstrap, group, 1, timeout=60)  # the survivor alone, stable
+        wait_for_members(broker.bootstrap, group, 1, timeout=60, interval=0.1)  # alone, stable
         assigned = time.monotonic()
         wait_until("the survivor serves every device",
-                   lambda: all_counted(workers[:1], counts), 120, tolerate=(OSError,))
+                   lambda: all_counted(workers[:1], counts), 120, interval=0.1,
+                   tolerate=(OSError,))
         done = time.monotonic()
         return done - started, done - assigned, records
     finally:
