@@ -36,26 +36,32 @@ class DeliveryFailed(RuntimeError):
 
 
 class DeliveryGuard(Sensor):
-    """Counts failed sends and stage crashes between commits; settles before a commit."""
+    """Tracks every send and stage crash between commits; settles before a commit.
+
+    Each record handed to the producer gets a token until it is acknowledged or fails, so a
+    commit waits for exactly the records sent before it: acknowledgements come back out of
+    order (partitions led by other brokers, a batch retried), and a count of them would let
+    a commit through while an earlier record is still unacknowledged."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failures: list[str] = []
         self.poisoned: str | None = None
         self.settled = 0
-        self.initiated = 0  # records handed to the producer
-        self.finished = 0  # of those, acknowledged or failed
+        self.sent = 0  # records handed to the producer, ever
+        self.unacknowledged: set[int] = set()  # their tokens, until acknowledged or failed
 
     def on_send_initiated(self, producer: Any, topic: str, message: Any, keysize: int,
                           valsize: int) -> Any:
-        self.initiated += 1
-        return None
+        self.sent += 1
+        self.unacknowledged.add(self.sent)
+        return self.sent  # the token Faust hands back with the outcome
 
     def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
-        self.finished += 1
+        self.unacknowledged.discard(state)
 
     def on_send_error(self, producer: Any, exc: BaseException, state: Any) -> None:
-        self.finished += 1
+        self.unacknowledged.discard(state)
         self.failures.append(f"{type(exc).__name__}: {exc}"[:300])
         log.error("a send failed (%s): its input will not be committed", self.failures[-1])
 
@@ -66,16 +72,22 @@ class DeliveryGuard(Sensor):
                   self.poisoned)
 
     async def settle(self, producer: Any, timeout: float = SETTLE_TIMEOUT_SECONDS) -> None:
-        """Wait until every record sent before this call is acknowledged (those handed to
-        the producer, and those still in its buffer, which it sends in order); raise if a
-        send failed or a stage raised (then the offsets must not be committed). Records sent
-        meanwhile are not waited for, so a busy producer cannot hold a commit off forever."""
+        """Wait until every record sent before this call is acknowledged: those handed to
+        the producer, and those still in its buffer (``producer.unacknowledged_buffered()``,
+        the transport's); raise if a send failed or a stage raised (then the offsets must
+        not be committed). Records sent meanwhile are not waited for, so a busy producer
+        cannot hold a commit off forever."""
         deadline = time.monotonic() + timeout
-        buffer = getattr(producer, "buffer", None)
-        target = self.initiated + (buffer.size if buffer is not None else 0)
-        while self.finished < target:
+        waiting = set(self.unacknowledged)
+        buffered = getattr(producer, "unacknowledged_buffered", None)
+        queued = list(buffered()) if buffered is not None else []
+        while True:
+            waiting &= self.unacknowledged
+            queued = [fut for fut in queued if not fut.done()]
+            if not waiting and not queued:
+                break
             if time.monotonic() > deadline:
-                raise DeliveryFailed(f"{target - self.finished} records not acknowledged "
+                raise DeliveryFailed(f"{len(waiting) + len(queued)} records not acknowledged "
                                      f"after {timeout:.0f}s")
             await asyncio.sleep(0.002)
         if self.poisoned:

@@ -12,6 +12,7 @@ Its consumer commits an offset only after every record sent before it was acknow
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -68,7 +69,24 @@ class Consumer(faust_aiokafka.Consumer):
 
 
 class Producer(faust_aiokafka.Producer):
-    """Producer that is idempotent when the app says the broker allows it."""
+    """Producer that is idempotent when the app says the broker allows it, and that tells
+    the delivery guard which of the records it buffered (changelog writes) are not yet
+    acknowledged."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.buffered: deque[Any] = deque()
+
+    def send_soon(self, fut: Any) -> None:
+        super().send_soon(fut)
+        self.buffered.append(fut)
+
+    def unacknowledged_buffered(self) -> list[Any]:
+        """The buffered records (Faust's futures, resolved on acknowledgement or failure)
+        still waiting; the acknowledged ones at the front are forgotten."""
+        while self.buffered and self.buffered[0].done():
+            self.buffered.popleft()
+        return [fut for fut in self.buffered if not fut.done()]
 
     def _settings_extra(self) -> Mapping[str, Any]:
         extra = dict(super()._settings_extra())

@@ -40,6 +40,7 @@ def test_broker_outage_loses_nothing(
             read_ids(broker.bootstrap, TopicNames(unique_prefix).samples,
                      [f"press-3-outage-{i}" for i in range(50)], timeout=30)
             time.sleep(1.0)
+            mid_run = edge.process.poll() is None  # ~150 of 1,000 sent, at 100/s
             mqtt.stop()  # mid-run: a few hundred messages are out, the rest to come
             stopped_at = time.monotonic() - started
             time.sleep(OUTAGE_S)
@@ -56,5 +57,5 @@ def test_broker_outage_loses_nothing(
     assert set(ids) == {f"press-3-outage-{i}" for i in range(MESSAGES)}
     assert report["samples"] == MESSAGES and report["dropped"] == 0 and report["drained"]
     assert report["disconnects"] >= 1 and report["connects"] >= 2
-    assert stopped_at < MESSAGES / RATE  # the outage really fell in the middle of the run
+    assert mid_run  # the outage really fell in the middle of the run (however slow the start)
     assert "unreachable" in edge.log_text() and "is back" in edge.log_text()

@@ -20,41 +20,55 @@ from edgewise.app.core.settings import Settings
 from edgewise.app.core.topics import TopicNames, max_record_bytes
 
 
-class Buffer:
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-
 class Producer:
-    """What the guard reads of Faust's producer: its buffer of records not yet handed on."""
+    """What the guard reads of the transport's producer: the records it buffered (Faust's
+    futures, resolved when acknowledged) not yet acknowledged."""
 
     def __init__(self, queued: int) -> None:
-        self.buffer = Buffer(queued)
+        loop = asyncio.get_running_loop()
+        self.queue = [loop.create_future() for _ in range(queued)]
+
+    def unacknowledged_buffered(self) -> list[asyncio.Future[Any]]:
+        return [fut for fut in self.queue if not fut.done()]
 
 
-async def send_later(guard: DeliveryGuard, producer: Producer, in_flight: int) -> None:
+async def send_later(guard: DeliveryGuard, producer: Producer, in_flight: list[int]) -> None:
     """Records in flight get acknowledged, buffered ones are handed on and acknowledged,
     while new records keep arriving (a busy producer)."""
-    for _ in range(in_flight):
+    for token in in_flight:
         await asyncio.sleep(0.005)
-        guard.on_send_completed(None, None, None)
-    while producer.buffer.size:
+        guard.on_send_completed(None, token, None)
+    for fut in producer.queue:
         await asyncio.sleep(0.005)
-        producer.buffer.size -= 1
-        guard.on_send_initiated(None, "t", None, 0, 0)
-        guard.on_send_completed(None, None, None)
+        guard.on_send_completed(None, guard.on_send_initiated(None, "t", None, 0, 0), None)
+        fut.set_result(None)
     for _ in range(20):  # sent after the commit began: not waited for
         guard.on_send_initiated(None, "t", None, 0, 0)
 
 
 async def test_settle_waits_for_what_was_sent_before_it_not_after() -> None:
     guard, producer = DeliveryGuard(), Producer(queued=5)
-    for _ in range(3):
-        guard.on_send_initiated(None, "t", None, 0, 0)
-    sending = asyncio.create_task(send_later(guard, producer, in_flight=3))
+    tokens = [guard.on_send_initiated(None, "t", None, 0, 0) for _ in range(3)]
+    sending = asyncio.create_task(send_later(guard, producer, in_flight=tokens))
     await guard.settle(producer, timeout=5)
-    assert guard.finished >= 8 and guard.settled == 1
+    assert not producer.unacknowledged_buffered() and guard.settled == 1
+    assert len(guard.unacknowledged) == 20  # the later ones, still on their way
     await sending
+
+
+async def test_acknowledgements_out_of_order_do_not_let_a_commit_through_early() -> None:
+    """A record sent after the commit began is acknowledged first (its partition's leader
+    is another broker): the commit still waits for the earlier one."""
+    guard = DeliveryGuard()
+    earlier = guard.on_send_initiated(None, "t", None, 0, 0)
+    settling = asyncio.create_task(guard.settle(Producer(queued=0), timeout=5))
+    await asyncio.sleep(0.01)
+    guard.on_send_completed(None, guard.on_send_initiated(None, "t", None, 0, 0), None)
+    await asyncio.sleep(0.05)
+    assert not settling.done(), "committed while a record sent before was unacknowledged"
+    guard.on_send_completed(None, earlier, None)
+    await asyncio.wait_for(settling, 1)
+    assert guard.settled == 1
 
 
 async def test_a_failed_send_refuses_the_commit() -> None:
