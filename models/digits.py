@@ -3,6 +3,10 @@
 ``linear`` is a scaled logistic regression (fast, ~97% held out); ``forest`` is a 100-tree
 random forest (the slow model the benchmark also measures). Training reports progress step
 by step (warm starts), so the progress bar shows real work, not a spinner.
+
+scikit-learn and SciPy are imported by the functions that use them, not with the module:
+they take seconds to import on a small machine, and the stages that only read a batch's
+labels (route, aggregate, evaluate, review, the sinks) start without them.
 """
 
 from __future__ import annotations
@@ -13,14 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
-from sklearn.datasets import load_digits
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 ALGORITHMS = ("linear", "forest")
 TRAIN_STEPS = 10
@@ -38,12 +34,16 @@ class TrainedModel:
 
 def digit_images() -> tuple[np.ndarray, np.ndarray]:
     """All 1,797 bundled digits as uint8 images (n, 8, 8) in 0..16, and their labels."""
+    from sklearn.datasets import load_digits
+
     data = load_digits()
     return data.images.astype(np.uint8), data.target.astype(np.int32)
 
 
 def make_harder(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Noise, a rotation or an occluding bar on each image, so the model is unsure."""
+    from scipy import ndimage
+
     out = images.astype(np.float32).copy()
     for i in range(len(out)):
         choice = rng.integers(3)
@@ -59,6 +59,11 @@ def make_harder(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def new_estimator(algorithm: str) -> Any:
     """An untrained estimator set for warm-start training in TRAIN_STEPS steps."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if algorithm == "linear":
         return Pipeline([
             ("scale", StandardScaler()),
@@ -73,6 +78,8 @@ def fit_in_steps(
     algorithm: str, x: np.ndarray, y: np.ndarray, progress: Callable[[int], None] | None = None
 ) -> Any:
     """Fit in TRAIN_STEPS warm-started steps, calling ``progress(1)`` after each."""
+    from sklearn.exceptions import ConvergenceWarning
+
     model = new_estimator(algorithm)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -94,6 +101,8 @@ def train_digits(
     seed: int = 0,
 ) -> TrainedModel:
     """Train on the digits (or the given rows), hold out 25%, report held-out accuracy."""
+    from sklearn.model_selection import train_test_split
+
     if x is None or y is None:
         images, y = digit_images()
         x = images.reshape(len(images), -1)

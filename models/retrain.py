@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from edgewise.models.digits import digit_images, fit_in_steps
 
@@ -97,6 +96,8 @@ def base_split(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     """The bundled digits split as ``train_digits`` splits them (same seed, same rows)."""
     images, labels = digit_images()
     x = images.reshape(len(images), -1).astype(np.float64)
+    from sklearn.model_selection import train_test_split  # seconds to import: when used
+
     x_train, x_test, y_train, y_test = train_test_split(
         x, labels, test_size=0.25, random_state=seed, stratify=labels)
     return x_train, x_test, y_train, y_test

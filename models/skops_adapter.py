@@ -3,15 +3,15 @@ allow-list, never unpickled.
 
 skops builds only the types it trusts and those on ``TRUSTED_TYPES``; anything else in an
 artifact (``builtins.eval``, a function, a class of some other package) is refused before
-any of it is built.
+any of it is built. skops (and with it all of scikit-learn and SciPy, ~5 s on a small
+machine) is imported when a model is saved or loaded, not when the module is: a worker of
+the stages that never load a model starts without it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-import skops.io as sio
 
 from edgewise.models.errors import RegistryError
 
@@ -27,9 +27,13 @@ class SkopsAdapter:
     artifact = "model.skops"
 
     def save(self, model: Any, path: Path, features: int) -> None:
+        import skops.io as sio
+
         sio.dump(model, path)
 
     def load(self, path: Path) -> Any:
+        import skops.io as sio
+
         try:
             untrusted = sio.get_untrusted_types(file=path)
         except Exception as exc:  # skops raises assorted errors on corrupt archives

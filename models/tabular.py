@@ -6,7 +6,8 @@ scikit-learn (wine by default), with a share of values blanked at random, as a c
 of sensor rows sees them. The imputer fills each missing value with its feature's median
 from training, so the forest always sees a full row; its input schema (the feature names
 in order, each a number that may be missing unless named required) goes into the registry
-with the model, where the ingest endpoint and the score stage read it.
+with the model, where the ingest endpoint and the score stage read it. scikit-learn is
+imported by the functions that train or load data, not with the module (it takes seconds).
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_wine
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
 
 from edgewise.app.core.bounds import MAX_FEATURES, MAX_LABEL
 from edgewise.app.core.input_schema import RESERVED_NAMES, Feature, InputSchema
 
-DATASETS: dict[str, Callable[..., Any]] = {"wine": load_wine,
-                                           "breast_cancer": load_breast_cancer}
+DATASETS = ("wine", "breast_cancer")  # scikit-learn's, loaded by ``load_<name>``
 DEFAULT_DATASET = "wine"
 DEFAULT_MISSING = 0.2
 DEFAULT_TREES = 100
@@ -54,7 +49,7 @@ class TabularData:
 class TrainedTabular:
     """A fitted pipeline, its schema, held-out accuracy and the held-out rows."""
 
-    model: Pipeline
+    model: Any  # a scikit-learn Pipeline
     schema: InputSchema
     accuracy: float
     training_data: dict[str, Any]
@@ -76,7 +71,9 @@ def bundled(name: str = DEFAULT_DATASET, missing: float = DEFAULT_MISSING,
     """A dataset bundled with scikit-learn, with ``missing`` of its values blanked."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
-    data = DATASETS[name]()
+    from sklearn import datasets
+
+    data = getattr(datasets, f"load_{name}")()
     return TabularData(blank_at_random(data.data, missing, seed),
                        np.asarray(data.target, dtype=np.int32), list(data.feature_names),
                        f"sklearn.datasets.load_{name}", dataset=name)
@@ -158,8 +155,12 @@ def schema_for(names: list[str], required: tuple[str, ...] = ()) -> InputSchema:
     return InputSchema(tuple(Feature(n, "number", n not in required) for n in names))
 
 
-def new_pipeline(seed: int = 0) -> Pipeline:
+def new_pipeline(seed: int = 0) -> Any:
     """The imputer and a forest grown by warm starts (trees added each step)."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+
     return Pipeline([
         ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
         ("forest", RandomForestClassifier(n_estimators=0, warm_start=True, n_jobs=1,
@@ -176,6 +177,8 @@ def train_tabular(data: TabularData, trees: int = DEFAULT_TREES,
         keep = ~np.isnan(data.x[:, [data.names.index(r) for r in required]]).any(axis=1)
         data = TabularData(data.x[keep], data.y[keep], data.names, data.source,
                            data.dataset, data.label_names, data.ignored)
+    from sklearn.model_selection import train_test_split
+
     x_train, x_test, y_train, y_test = train_test_split(
         data.x, data.y, test_size=0.25, random_state=seed, stratify=data.y)
     model = new_pipeline(seed)
