@@ -206,7 +206,8 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
     create_topics(broker.bootstrap, topic_specs(settings, [group]))
     env = env_for(settings, broker.url, prefix, store="rocksdb",
                   table_standby_replicas=standbys, tumbling_seconds=10, windows_kept=20,
-                  log_level="info")
+                  log_level="info", session_timeout_seconds=3)  # Tansu: joins and a graceful
+    # stop (it gets no LeaveGroup) wait on the session, which the measure leaves out
     work.mkdir(parents=True, exist_ok=True)
     workers = start_pair(env, work, work / "worker")
     try:
