@@ -190,7 +190,7 @@ class Bridge:
         self._client: aiomqtt.Client | None = None
         self._producer: AIOKafkaProducer | None = None
         self.in_flight = 0  # messages taken from MQTT and not yet acknowledged to it
-        self.last_arrival = time.monotonic()
+        self.last_activity = time.monotonic()  # a message taken or acknowledged
 
     async def run(self, stop: asyncio.Event) -> None:
         """Bridge until ``stop`` is set; in-flight messages stay unacknowledged (redelivered)."""
@@ -209,12 +209,13 @@ class Bridge:
 
     async def quiet(self, idle: float, limit: float) -> bool:
         """Wait until every message taken from MQTT is acknowledged and none has come for
-        ``idle`` seconds, at most ``limit`` seconds; whether it got quiet. Whoever stops the
+        ``idle`` seconds (nor an acknowledgement, after which the MQTT broker may send one it
+        held back), at most ``limit`` seconds; whether it got quiet. Whoever stops the
         publishers first lets their last messages through before stopping the bridge."""
         deadline = time.monotonic() + limit
         while True:
             now = time.monotonic()
-            if self.in_flight == 0 and now - self.last_arrival >= idle:
+            if self.in_flight == 0 and now - self.last_activity >= idle:
                 return True
             if now >= deadline:
                 return False
@@ -272,13 +273,15 @@ class Bridge:
         """Forward each message; a second task acks them in arrival order once Kafka has."""
         pending: asyncio.Queue[tuple[aiomqtt.Message, asyncio.Future[Any] | None]] = (
             asyncio.Queue())
-        self.in_flight = 0  # what a session left unacknowledged, the broker sends again
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._ack_in_order(client, pending))
-            async for message in client.messages:
-                self.in_flight += 1
-                self.last_arrival = time.monotonic()
-                await pending.put((message, await self._forward(message)))
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._ack_in_order(client, pending))
+                async for message in client.messages:
+                    self.in_flight += 1
+                    self.last_activity = time.monotonic()
+                    await pending.put((message, await self._forward(message)))
+        finally:
+            self.in_flight = 0  # what the session left unacknowledged, the broker sends again
 
     async def _forward(self, message: aiomqtt.Message) -> asyncio.Future[Any] | None:
         assert self._producer is not None
@@ -342,6 +345,7 @@ class Bridge:
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
             self.in_flight -= 1
+            self.last_activity = time.monotonic()  # the broker may now send one it held back
 
     # -- Kafka -> MQTT ---------------------------------------------------------------------
 

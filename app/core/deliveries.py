@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextvars import ContextVar
 from typing import Any
 
 from faust.sensors import Sensor
@@ -29,6 +30,11 @@ from faust.sensors import Sensor
 log = logging.getLogger("edgewise")
 
 SETTLE_TIMEOUT_SECONDS = 60.0
+
+#: The token of the send Faust is starting in this task: Faust calls the sensor, then the
+#: producer's ``send``, with nothing awaited between, so the transport's producer takes it
+#: there and gives it back (``DeliveryGuard.not_sent``) when the send raises.
+STARTING: ContextVar[int | None] = ContextVar("edgewise_starting_send", default=None)
 
 
 class DeliveryFailed(RuntimeError):
@@ -55,7 +61,26 @@ class DeliveryGuard(Sensor):
                           valsize: int) -> Any:
         self.sent += 1
         self.unacknowledged.add(self.sent)
+        STARTING.set(self.sent)
         return self.sent  # the token Faust hands back with the outcome
+
+    @staticmethod
+    def starting() -> int | None:
+        """The token of the send this task just started (once: a producer used directly,
+        without Faust's sensors, finds none)."""
+        token = STARTING.get()
+        STARTING.set(None)
+        return token
+
+    def not_sent(self, token: int, exc: BaseException) -> None:
+        """The producer's ``send`` raised: the record was never handed over, and Faust
+        reports no outcome for it. Its caller sees the error and dead-letters the record or
+        stops the stage (which poisons the guard), so the token just goes; a send cancelled
+        half way (a stop) counts as failed, since its event may still be acknowledged."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.on_send_error(None, exc, token)
+        else:
+            self.unacknowledged.discard(token)
 
     def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
         self.unacknowledged.discard(state)
@@ -75,13 +100,12 @@ class DeliveryGuard(Sensor):
         """Wait until every record sent before this call is acknowledged: those handed to
         the producer, and those still in its buffer (``producer.unacknowledged_buffered()``,
         the transport's); raise if a send failed or a stage raised (then the offsets must
-        not be committed). Records sent meanwhile are not waited for, so a busy producer
-        cannot hold a commit off forever."""
+        not be committed), as soon as that is known. Records sent meanwhile are not waited
+        for, so a busy producer cannot hold a commit off forever."""
         deadline = time.monotonic() + timeout
         waiting = set(self.unacknowledged)
-        buffered = getattr(producer, "unacknowledged_buffered", None)
-        queued = list(buffered()) if buffered is not None else []
-        while True:
+        queued = producer.unacknowledged_buffered()
+        while not (self.poisoned or self.failures):  # then refused at once, not in 60 s
             waiting &= self.unacknowledged
             queued = [fut for fut in queued if not fut.done()]
             if not waiting and not queued:

@@ -77,8 +77,26 @@ class Producer(faust_aiokafka.Producer):
         super().__post_init__()
         self.buffered: deque[Any] = deque()
 
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   partition: int | None, timestamp: float | None, headers: Any, *,
+                   transactional_id: str | None = None) -> Any:
+        """The driver's send; when it raises (the producer not ready, a record over its
+        size estimate, no room in time, a cancel), the guard hears of it: Faust reports no
+        outcome then, and the guard would wait for one before every commit."""
+        guard = getattr(self.app, "edgewise_guard", None)
+        token = guard.starting() if guard is not None else None
+        try:
+            return await super().send(topic, key, value, partition, timestamp, headers,
+                                      transactional_id=transactional_id)
+        except BaseException as exc:
+            if token is not None:
+                guard.not_sent(token, exc)
+            raise
+
     def send_soon(self, fut: Any) -> None:
         super().send_soon(fut)
+        while self.buffered and self.buffered[0].done():
+            self.buffered.popleft()
         self.buffered.append(fut)
 
     def unacknowledged_buffered(self) -> list[Any]:

@@ -40,8 +40,9 @@ def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
     assert edge["mqtt"] in ("mosquitto", "amqtt") and edge["edges"] == ["edge-digits", "camera-1"]
     forwarded = edge["bridge"]["forwarded"]
     assert forwarded["prediction"] > 0 and forwarded["face"] > 0 and forwarded["metrics"] > 0
-    reports = [orjson.loads(log.read_text().strip().splitlines()[-1])
-               for log in (tmp_path / "data" / "edges").glob("*.log")]
+    reports = [orjson.loads(next(line for line in reversed(log.read_text().splitlines())
+                                 if line.startswith("{")))
+               for log in (tmp_path / "data" / "edges").glob("*.log")]  # each edge's report
     assert len(reports) == 2 and all(r["drained"] for r in reports)
     # the edges stop before the bridge: everything they published was forwarded
     assert edge["bridge"]["forwarded_total"] >= sum(r["published"] for r in reports)

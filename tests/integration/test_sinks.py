@@ -332,6 +332,7 @@ def test_1000_rows_reach_postgresql_once_through_a_sink_kill_and_a_database_rest
     # database goes: a sink that joined late would otherwise connect only after the restart
     wait_until("rows flowing again", lambda: predictions() >= split + 50, timeout=30,
                interval=0.05)
+    assert second.is_alive(), "the rows should still be coming when the database goes"
     postgres_module.restart()  # fast shutdown: the sink's connection is cut mid-stream, and
     ids += second.finish()  # the rest of the rows come while it is down and after
     assert len(set(ids)) == ROWS and ids == [r["id"] for r in rows]

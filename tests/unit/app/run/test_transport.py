@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import faust
+import pytest
+from faust.exceptions import NotReady
 
-from edgewise.app.core.deliveries import DeliveryGuard
+from edgewise.app.core.deliveries import DeliveryFailed, DeliveryGuard
 from edgewise.app.run.transport import Producer
 
 
@@ -32,3 +34,35 @@ async def test_buffered_records_are_waited_for_until_acknowledged() -> None:
     first.set_result(None)
     await asyncio.wait_for(settling, 1)
     assert producer.unacknowledged_buffered() == [] and not producer.buffered
+
+
+async def test_a_send_that_raises_gives_its_token_back() -> None:
+    """The producer's send raises (here: not started, as before it connects; likewise a
+    record over aiokafka's size estimate): Faust reports no outcome, so without the
+    transport telling the guard, every later commit would wait 60 s and be refused."""
+    app = faust.App("t-transport-raise", broker="edgewise://127.0.0.1:1", store="memory://",
+                    autodiscover=False)
+    guard = app.edgewise_guard = DeliveryGuard()
+    token = guard.on_send_initiated(app.producer, "t-out", None, 1, 1)  # as Faust does
+    with pytest.raises(NotReady):
+        await app.producer.send("t-out", b"k", b"v", None, None, None)
+    assert token not in guard.unacknowledged and not guard.failures
+    await asyncio.wait_for(guard.settle(app.producer, timeout=5), 1)
+
+
+async def test_a_send_cancelled_half_way_refuses_the_commit() -> None:
+    """A stop cancels a send waiting for room in the producer: its event may still be
+    acknowledged as the stream unwinds, so the commit must not go through."""
+    guard = DeliveryGuard()
+    token = guard.on_send_initiated(None, "t-out", None, 1, 1)
+    assert guard.starting() == token and guard.starting() is None  # taken once
+    guard.not_sent(token, asyncio.CancelledError())
+    with pytest.raises(DeliveryFailed, match="CancelledError"):
+        await asyncio.wait_for(guard.settle(Buffered(), timeout=5), 1)
+
+
+class Buffered:
+    """A producer with nothing buffered."""
+
+    def unacknowledged_buffered(self) -> list[asyncio.Future[None]]:
+        return []
