@@ -13,6 +13,7 @@ import faust
 import faust.streams as faust_streams
 import numpy as np
 from aiokafka.errors import KafkaError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.exceptions import ProducerSendError
 
 from edgewise.app.core.boundary import Boundary
@@ -28,6 +29,12 @@ T = TypeVar("T")
 DECODE_CACHE_SIZE = 256
 #: Errors of the broker or the producer, not of a message: never dead-letter the input.
 DELIVERY_ERRORS = (KafkaError, ProducerSendError, DeliveryFailed)
+
+
+def record_size(key: bytes, value: bytes) -> int:
+    """A record's size as the producer checks it against its limit: the payload and up to
+    87 bytes of batch and record overhead (aiokafka's estimate)."""
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
 
 
 @dataclass
@@ -111,7 +118,7 @@ class StageContext:
         dropping it: a record the broker could never take (over the size limit, or refused
         for good) is dead-lettered instead, and anything else that fails keeps its input
         from being committed (``core.deliveries``)."""
-        if len(key) + len(value) > max_record_bytes(self.settings):
+        if record_size(key, value) > max_record_bytes(self.settings):
             await self.dead_letter(stage, BadInput(
                 "output_too_large", f"{len(value)} bytes for {topic}, over the record limit"),
                 value, source, key)
