@@ -7,7 +7,8 @@ producer only inside transactions, while at-least-once on Kafka gains from one t
 after a lost acknowledgement writes nothing twice. This transport is registered under the
 ``faust.transports`` entry point as ``edgewise://`` and reads both from the app
 (``app.edgewise_fetch_wait_ms``, ``app.edgewise_idempotent``), set by the app factory.
-Its consumer commits an offset only after every record sent before it was acknowledged.
+Its consumer commits an offset only after every record sent before it was acknowledged,
+and reads a changelog from its start where Faust's recovery has no offset for it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,22 @@ class Consumer(faust_aiokafka.Consumer):
         began; this waits for it first, then commits."""
         await self.maybe_wait_for_commit_to_finish()
         return await self.commit()
+
+    async def seek_wait(self, partitions: Mapping[Any, int | None]) -> None:
+        """Seek and wait, with an offset Faust's table recovery has not worked out (None,
+        or below -1) read from the start. Recovery builds the offsets of the standby
+        partitions it knows of, waits for the actives, then seeks the standbys; a rebalance
+        in between adds standbys with no offset yet, aiokafka refuses to seek those, and
+        the recovery service crashes the worker. Reading a changelog from its start only
+        costs time: every record holds a key's whole value."""
+        unknown = {tp: offset for tp, offset in partitions.items()
+                   if not isinstance(offset, int) or offset < 0}
+        if unknown:
+            self.log.warning("no offset to resume %s from: reading from the start",
+                             sorted(f"{tp.topic}-{tp.partition}" for tp in unknown))
+            partitions = {tp: 0 if tp in unknown else offset
+                          for tp, offset in partitions.items()}
+        await super().seek_wait(partitions)
 
     async def _commit_offsets(self, offsets: Mapping[Any, int],
                               start_new_transaction: bool = True) -> bool:

@@ -229,13 +229,16 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
         try:
             wait_until("windows and evaluation equal to the truth", exact, 120,
                        tolerate=(OSError, KeyError))
-        except AssertionError:
+        except AssertionError as waited:
             letters = asyncio.run(consume_until(broker.bootstrap, names.dead_letters,
                                                 lambda r: False, timeout=5))
             said = Counter((orjson.loads(r.value).get("stage"), orjson.loads(r.value).get(
                 "reason"), orjson.loads(r.value).get("detail", "")[:200]) for r in letters)
             raise AssertionError(f"not exact: {SAMPLES} samples, {correct} correct; the "
-                                 f"tables say {last}; dead letters {dict(said)}") from None
+                                 f"tables say {last}; evaluation by device (counted, "
+                                 f"truth) {evaluation_off(fleet, truth, meta)}; dead "
+                                 f"letters {dict(said)}; replicas' exit codes "
+                                 f"{exits(fleet)}; {waited}") from None
         time.sleep(3.0)  # a double count would show now (a view mid-rebalance may lack a
         wait_until("still exact", exact, 60, tolerate=(OSError, KeyError))  # partition)
         assert not any(n > expected[d].get(start, 0) for d, c in last["seen"].items()
@@ -255,8 +258,7 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
         while time.monotonic() < deadline and rejoined != REPLICAS:
             rejoined = members()
             time.sleep(1.0)
-        assert rejoined == REPLICAS, (rejoined, {s: [w.process.poll() for w in ws]
-                                                 for s, ws in fleet.workers.items()})
+        assert rejoined == REPLICAS, (rejoined, exits(fleet))
     finally:
         watch.stopped.set()
         fleet.stop()
@@ -274,6 +276,28 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
             assert any(tmp_path.glob(f"data-{stage}-*/**/CURRENT")), f"no RocksDB for {stage}"
     # recovery is reported, not asserted: under load the lag readings are sparse (a reading
     # that fails is skipped), and what must hold, nothing lost or counted twice, is above
+
+
+def exits(fleet: Fleet) -> dict[str, list[int | None]]:
+    """Each replica's exit code (None: running): a replica that died on its own shows here."""
+    return {s: [w.process.poll() for w in ws] for s, ws in fleet.workers.items()}
+
+
+def evaluation_off(fleet: Fleet, truth: dict[str, Counter[float]], meta: Any) -> dict[str, Any]:
+    """The devices whose evaluated count differs from their samples, by worker."""
+    model_key, off = f"{meta.name}:{meta.version}", {}
+    for device, windows in truth.items():
+        counted = []
+        for worker in fleet.workers["evaluate"]:
+            try:
+                view = worker.get(f"/api/evaluation?device={device}")
+            except OSError as exc:
+                counted.append(repr(exc))
+                continue
+            counted.append(view["models"].get(model_key, {}).get("cumulative", {}).get("count"))
+        if sum(c for c in counted if isinstance(c, int)) != sum(windows.values()):
+            off[device] = (counted, sum(windows.values()))
+    return off
 
 
 def ids_of(records: list[Any]) -> set[str]:

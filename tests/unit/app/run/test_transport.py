@@ -66,3 +66,26 @@ class Buffered:
 
     def unacknowledged_buffered(self) -> list[asyncio.Future[None]]:
         return []
+
+
+async def test_a_seek_without_an_offset_reads_from_the_start() -> None:
+    """Faust's recovery seeks standby partitions a rebalance added after it built their
+    offsets (None), or offsets below -1; aiokafka refuses those ("Offset must be a
+    positive integer") and the recovery service crashes the worker. The consumer reads
+    them from the start instead and passes the others through."""
+    from faust.types import TP
+
+    app = faust.App("t-seek", broker="edgewise://127.0.0.1:1", store="memory://",
+                    autodiscover=False)
+    consumer = app.consumer
+
+    class Thread:
+        asked: list[dict[TP, int]] = []
+
+        async def seek_wait(self, partitions: dict[TP, int]) -> None:
+            self.asked.append(dict(partitions))
+
+    consumer._thread = Thread()
+    new, odd, known, first = (TP("t-seek-changelog", p) for p in range(4))
+    await consumer.seek_wait({new: None, odd: -2, known: 17, first: 0})
+    assert Thread.asked == [{new: 0, odd: 0, known: 17, first: 0}]
