@@ -68,7 +68,7 @@ class Consumer(faust_aiokafka.Consumer):
         in between adds standbys with no offset yet, aiokafka refuses to seek those, and
         the recovery service crashes the worker. Reading a changelog from its start only
         costs time: every record holds a key's whole value."""
-        unknown = {tp: offset for tp, offset in partitions.items()
+        unknown = {tp for tp, offset in partitions.items()
                    if not isinstance(offset, int) or offset < 0}
         if unknown:
             self.log.warning("no offset to resume %s from: reading from the start",
