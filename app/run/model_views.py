@@ -10,6 +10,7 @@ back to; 413 for a body over 1 KiB.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -43,6 +44,7 @@ def define(ctx: StageContext) -> None:
     """Attach the promotion views."""
     settings = ctx.settings
     promotions = PromotionLog(ModelRegistry(settings.models_dir), settings.model_name)
+    one_at_a_time = asyncio.Lock()  # two threads would write the log's one staging file
 
     async def change(web: Any, request: Any, promote: bool) -> Any:
         if (request.content_length or 0) > MAX_BODY_BYTES:
@@ -56,10 +58,15 @@ def define(ctx: StageContext) -> None:
             return web.json({"status": 400, "error": exc.reason, "detail": exc.detail},
                             status=400)
         try:
-            if version is not None:
-                served = promotions.promote(version, "promoted from the dashboard")
-            else:
-                served = promotions.rollback("rolled back from the dashboard")
+            # the check loads the model: seconds (skops imports all of scikit-learn the
+            # first time) that must not stall the stages sharing this event loop
+            async with one_at_a_time:
+                if version is not None:
+                    served = await asyncio.to_thread(promotions.promote, version,
+                                                     "promoted from the dashboard")
+                else:
+                    served = await asyncio.to_thread(promotions.rollback,
+                                                     "rolled back from the dashboard")
         except RegistryError as exc:
             status = 404 if promote else 409
             return web.json({"status": status, "error": "refused", "detail": str(exc)},

@@ -40,7 +40,7 @@ def wait_for(what: str, check: Any, timeout: float = 60.0) -> Any:
 
 
 def call(worker: WorkerProcess, path: str, body: Any = None, token: str | None = TOKEN,
-         raw: bytes | None = None) -> tuple[int, Any]:
+         raw: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
     """(status, JSON answer) of a GET, or of a POST when a body is given."""
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
     request = urllib.request.Request(f"http://127.0.0.1:{worker.port}{path}", data=data,
@@ -48,7 +48,7 @@ def call(worker: WorkerProcess, path: str, body: Any = None, token: str | None =
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=15) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
