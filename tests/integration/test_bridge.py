@@ -146,6 +146,13 @@ def _model_versions(records: list[Any]) -> set[int]:
     return {decode_prediction_batch(r.value, 10_000_000).model_version for r in records}
 
 
+def _versions_of(device: str, records: list[Any]) -> list[int]:
+    """The model versions of one device's predictions, in the order it sent them (one
+    device's records share a partition; a read of several interleaves partitions)."""
+    batches = (decode_prediction_batch(r.value, 10_000_000) for r in records)
+    return [b.model_version for b in batches if b.device == device]
+
+
 def _wait_for(edge: Any, text: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while edge.log_text().count(text) < count:
@@ -173,7 +180,8 @@ def test_only_signed_model_commands_reach_an_edge(
     with MosquittoBroker(tmp_path / "mosquitto") as mqtt:
         bridge = start_bridge(hub_env, mqtt.url, tmp_path / "bridge.log")
         edge = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "signed-1", "--rate", "40",
-                      "--batch-size", "4", "--duration", "60"], edge_env, tmp_path / "edge.log")
+                      "--batch-size", "4", "--duration", "900"], edge_env,
+                     tmp_path / "edge.log")  # runs until stopped below
         try:
             first = asyncio.run(consume_until(broker.bootstrap, names.predictions,
                                               lambda r: len(r) >= 3, timeout=30))
@@ -185,24 +193,29 @@ def test_only_signed_model_commands_reach_an_edge(
             assert _model_versions(after) == {1}  # the forged v2 was never served
             assert not (edge_models / "digits" / "2").exists()
             for command in (["promote", "1", "--no-announce"], ["promote", "2"]):
-                assert spawn(command, hub_env, tmp_path / "announce.log").process.wait(30) == 0
+                # (a promotion loads the model: all of scikit-learn imported, 12 s here)
+                assert spawn(command, hub_env, tmp_path / "announce.log").process.wait(120) == 0
             updated = asyncio.run(consume_until(
                 broker.bootstrap, names.predictions,
-                lambda r: 2 in _model_versions(r[-3:]), timeout=40))
-            assert 2 in _model_versions(updated), edge.log_text()[-2000:]
+                lambda r: 2 in _versions_of("signed-1", r)[-3:], timeout=60))
+            assert 2 in _versions_of("signed-1", updated)[-3:], edge.log_text()[-2000:]
             late_env = {**edge_env, "EDGEWISE_MODELS_DIR": str(_copy_registry(
                 base_settings.models_dir, tmp_path / "late-models", False)),
                 "EDGEWISE_DATA_DIR": str(tmp_path / "late-data")}
             late = spawn(["edge", "--mqtt", mqtt.url, "--device-id", "late-1", "--rate", "20",
                           "--batch-size", "4", "--duration", "4"], late_env,
                          tmp_path / "late.log")  # connects after the promotion
-            assert late.process.wait(30) == 0, late.log_text()[-2000:]
+            assert late.process.wait(120) == 0, late.log_text()[-2000:]
             assert edge_report(late)["model"] == "digits:2"  # the retained command
-            seen = len(updated)  # a rollback: a new signed command for the older version
-            assert spawn(["rollback"], hub_env, tmp_path / "announce.log").process.wait(30) == 0
-            asyncio.run(consume_until(
+            # a rollback: a new signed command for the older version
+            seen = len(_versions_of("signed-1", updated))
+            assert spawn(["rollback"], hub_env, tmp_path / "announce.log").process.wait(120) == 0
+            _wait_for(edge, "now scoring with digits:1", 1, timeout=60)
+            rolled = asyncio.run(consume_until(
                 broker.bootstrap, names.predictions,
-                lambda r: len(r) > seen + 3 and _model_versions(r[-3:]) == {1}, timeout=40))
+                lambda r: len(mine := _versions_of("signed-1", r)) > seen + 3
+                and set(mine[-3:]) == {1}, timeout=60))
+            assert set(_versions_of("signed-1", rolled)[-3:]) == {1}, edge.log_text()[-2000:]
         finally:
             edge.stop()
             bridge.stop()
