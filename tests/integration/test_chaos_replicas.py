@@ -234,11 +234,14 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
                                                 lambda r: False, timeout=5))
             said = Counter((orjson.loads(r.value).get("stage"), orjson.loads(r.value).get(
                 "reason"), orjson.loads(r.value).get("detail", "")[:200]) for r in letters)
+            stories = {d: changelog_story(broker.bootstrap, groups["aggregate"], names
+                                          .predictions, d) for d in last.get("off", {})}
             raise AssertionError(f"not exact: {SAMPLES} samples, {correct} correct; the "
                                  f"tables say {last}; evaluation by device (counted, "
                                  f"truth) {evaluation_off(fleet, truth, meta)}; dead "
                                  f"letters {dict(said)}; replicas' exit codes "
-                                 f"{exits(fleet)}; {waited}") from None
+                                 f"{exits(fleet)}; kills {wall(killed)}; the short devices' "
+                                 f"changelogs {stories}; {waited}") from None
         time.sleep(3.0)  # a double count would show now (a view mid-rebalance may lack a
         wait_until("still exact", exact, 60, tolerate=(OSError, KeyError))  # partition)
         assert not any(n > expected[d].get(start, 0) for d, c in last["seen"].items()
@@ -278,6 +281,12 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
     # that fails is skipped), and what must hold, nothing lost or counted twice, is above
 
 
+def wall(killed: list[tuple[float, str]]) -> list[tuple[float, str]]:
+    """The kills' moments as wall-clock times (as the records' ``written``)."""
+    shift = time.time() - time.monotonic()
+    return [(round(at + shift, 2), stage) for at, stage in killed]
+
+
 def exits(fleet: Fleet) -> dict[str, list[int | None]]:
     """Each replica's exit code (None: running): a replica that died on its own shows here."""
     return {s: [w.process.poll() for w in ws] for s, ws in fleet.workers.items()}
@@ -298,6 +307,39 @@ def evaluation_off(fleet: Fleet, truth: dict[str, Counter[float]], meta: Any) ->
         if sum(c for c in counted if isinstance(c, int)) != sum(windows.values()):
             off[device] = (counted, sum(windows.values()))
     return off
+
+
+def changelog_story(bootstrap: str, group: str, predictions: str, device: str) -> list[Any]:
+    """Where a device's window record went wrong, read from the broker: each changelog write
+    whose watermark went back, or whose counts grew by other than the new ids between its
+    watermark and the one before (its prediction frames, in offset order)."""
+    def mine(records: list[Any]) -> list[Any]:
+        return [r for r in records if r.key == device.encode()]
+
+    writes = mine(asyncio.run(consume_until(bootstrap, f"{group}-device_windows-changelog",
+                                            lambda r: False, timeout=5)))
+    frames = mine(asyncio.run(consume_until(bootstrap, predictions, lambda r: False,
+                                            timeout=5)))
+    story, counted, marks, total = [], set(), {}, 0
+    for write in writes:
+        if write.value is None:
+            story.append((write.offset, "tombstone"))
+            counted, marks, total = set(), {}, 0
+            continue
+        state = orjson.loads(write.value)
+        now = {int(p): o for p, o in state["ids"]["watermark"].items()}
+        grown = sum(w["total"]["count"] for w in state["tumbling"].values()) - total
+        new = [f for f in frames if marks.get(f.partition, -1) < f.offset <= now.get(
+            f.partition, -1)]
+        fresh = {i for f in new for i in decode_prediction_batch(
+            f.value, 10**8, future_skew=3600).ids} - counted
+        if any(now.get(p, -1) < o for p, o in marks.items()) or grown != len(fresh):
+            story.append({"changelog_offset": write.offset, "written": state.get("written"),
+                          "watermark": (marks, now), "grew": grown, "new_ids": len(fresh),
+                          "frames": [(f.partition, f.offset) for f in new]})
+        counted |= fresh
+        marks, total = now, total + grown
+    return story
 
 
 def ids_of(records: list[Any]) -> set[str]:
