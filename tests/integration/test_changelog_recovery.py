@@ -77,10 +77,27 @@ def counted(worker: WorkerProcess, device: str) -> int:
     return sum(w["total"]["count"] for w in view["current"] + view["closed"])
 
 
-def all_counted(workers: list[WorkerProcess], counts: Counter) -> bool:
-    """Every device's samples in its windows, asked of each worker (the owner answers, the
-    other forwards)."""
-    return all(counted(w, d) == n for w in workers for d, n in counts.items())
+class AllCounted:
+    """A check for ``wait_until``: every device's samples in its windows, asked of each
+    worker (the owner answers, the other forwards). A device seen complete on a worker is
+    not asked again (its count cannot fall back while its owner serves it): a poll asks
+    only what is still short, so a poll of 100 devices on a loaded machine, where each
+    answer can take a second during a rebuild, does not outlast the wait around it."""
+
+    def __init__(self, workers: list[WorkerProcess], counts: Counter) -> None:
+        self.pending = [(w, d, n) for w in workers for d, n in counts.items()]
+
+    def __call__(self) -> bool:
+        while self.pending:
+            worker, device, n = self.pending[0]
+            if counted(worker, device) != n:
+                return False
+            self.pending.pop(0)
+        return True
+
+
+def all_counted(workers: list[WorkerProcess], counts: Counter) -> AllCounted:
+    return AllCounted(workers, counts)
 
 
 def sigterm(workers: list[WorkerProcess]) -> list[float]:
@@ -137,7 +154,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
     try:
         asyncio.run(produce(embedded_broker.bootstrap, TopicNames(unique_prefix).predictions,
                             frames))
-        wait_until("every sample in its window", lambda: all_counted(workers, counts), 90,
+        wait_until("every sample in its window", all_counted(workers, counts), 90,
                    tolerate=(OSError,))
         before = views(workers[0], devices)
     finally:
@@ -150,7 +167,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
     started = time.monotonic()
     workers = start_pair(env, tmp_path / "fresh", tmp_path / "fresh")  # no local state
     try:
-        wait_until("the tables rebuilt", lambda: all_counted(workers, counts), 90,
+        wait_until("the tables rebuilt", all_counted(workers, counts), 90,
                    tolerate=(OSError,))
         cold = time.monotonic() - started
         after = views(workers[1], devices)
@@ -164,7 +181,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
         workers = start_pair(env, tmp_path / "fresh", tmp_path / "warm")
         try:
             wait_until("the tables back from local state",
-                       lambda: all_counted(workers, counts), 90, tolerate=(OSError,))
+                       all_counted(workers, counts), 90, tolerate=(OSError,))
             warm = time.monotonic() - started
             assert views(workers[0], devices) == before
         finally:
@@ -212,7 +229,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
     workers = start_pair(env, work, work / "worker")
     try:
         asyncio.run(produce(broker.bootstrap, TopicNames(prefix).predictions, frames))
-        wait_until("every sample in its window", lambda: all_counted(workers, counts), 120,
+        wait_until("every sample in its window", all_counted(workers, counts), 120,
                    tolerate=(OSError,))
         time.sleep(2.0)  # a standby follows the changelog live: it has read the tail
         records = changelog_records(broker.bootstrap, f"{group}-device_windows-changelog")
@@ -221,7 +238,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         wait_for_members(broker.bootstrap, group, 1, timeout=60, interval=0.1)  # alone, stable
         assigned = time.monotonic()
         wait_until("the survivor serves every device",
-                   lambda: all_counted(workers[:1], counts), 120, interval=0.1,
+                   all_counted(workers[:1], counts), 120, interval=0.1,
                    tolerate=(OSError,))
         done = time.monotonic()
         return done - started, done - assigned, records
@@ -229,6 +246,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         sigterm([w for w in workers if w.process.poll() is None])
 
 
+@pytest.mark.timeout(480)  # two pairs of workers started, fed and stopped: 90 s here
 def test_a_standby_takes_over_sooner_than_a_cold_rebuild(
     embedded_broker: EmbeddedBroker, models_dir: Path, tmp_path: Path, unique_prefix: str,
 ) -> None:
