@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnx (exported with skl2onnx), or an installed plug-in's name")
     p.add_argument("--name", default="tabular", help="tabular: the registered model's name")
     p = add("demo", cmd_demo, "run the whole pipeline with simulated devices")
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--duration", type=float, help="stop after this many seconds from the "
+                   "start (up to 20 s more while an edge has sent nothing yet)")
     p.add_argument("--json", action="store_true", help="print a final JSON summary")
     p.add_argument("--devices", type=int, help="simulated devices")
     p.add_argument("--rate", type=float, help="samples per second, all devices")

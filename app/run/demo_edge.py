@@ -40,6 +40,8 @@ EDGEWISE = str(Path(sys.executable).with_name("edgewise"))
 DIGITS_EDGE = ("edge-digits", ["--source", "digits", "--detect", "digits", "--score-at",
                                "edge", "--rate", "40", "--batch-size", "8"])
 CAMERA_EDGE = ("camera-1", ["--source", "faces-sample", "--detect", "faces", "--rate", "1"])
+#: What the bridge forwards first from each demo edge: the demo runs until it has seen it.
+FIRST_KIND = {"edge-digits": "prediction", "camera-1": "face"}
 # The demo's stop has EDGEWISE_SHUTDOWN_SECONDS (8 s) in all, the worker's own settling and
 # commit included: the edges and the bridge get at most 2.5 + 1 + 1.5 s of it.
 EDGE_STOP_SECONDS = 2.5  # an edge sends its last window and exits within this (~0.5 s)...
@@ -125,6 +127,11 @@ class EdgeFleet:
                 process.kill()
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(kill_wait)
+
+    def silent(self) -> list[str]:
+        """The edges nothing was forwarded from yet (one loads its model first: seconds)."""
+        forwarded = self.bridge.stats.forwarded
+        return [device for device, _ in self.edges if not forwarded[FIRST_KIND[device]]]
 
     def summary(self) -> dict[str, Any]:
         """What went through MQTT and the bridge, for the demo summary."""

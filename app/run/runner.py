@@ -110,6 +110,8 @@ def worker_apps(worker: faust.Worker) -> list[faust.App]:
 
 #: How long a stop waits for the gatherings agents are working on (then commits them).
 SETTLE_SECONDS = 2.0
+#: How long a demo with a duration waits past it for an edge nothing came from yet.
+EDGE_GRACE_SECONDS = 20.0
 
 
 async def settle_in_flight(app: faust.App, seconds: float) -> None:
@@ -240,15 +242,23 @@ def run_demo(settings: Settings, duration: float | None, as_json: bool) -> dict[
             print(("\r" + line) if live else line, end="" if live else "\n",
                   file=sys.stderr, flush=True)
 
-        if duration is not None:
-            @app.task
-            async def stop_after() -> None:
-                await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
-                stop_this_process()
-
         from edgewise.app.run.demo_edge import edge_fleet  # MQTT, bridge and edge processes
 
         with edge_fleet(settings, app, ctx.metrics) as fleet:
+            if duration is not None:
+                @app.task
+                async def stop_after() -> None:
+                    await asyncio.sleep(max(0.0, duration - (time.monotonic() - started)))
+                    # a slow machine may not have started an edge yet: the summary would
+                    # have nothing of it, so the demo waits for it (boundedly, and says so)
+                    deadline = time.monotonic() + EDGE_GRACE_SECONDS
+                    if fleet.silent():
+                        print(f"edgewise demo: waiting up to {EDGE_GRACE_SECONDS:g} s for "
+                              f"edge {', '.join(fleet.silent())}", file=sys.stderr)
+                    while fleet.silent() and time.monotonic() < deadline:
+                        await asyncio.sleep(0.2)
+                    stop_this_process()
+
             print(f"  edges    {', '.join(d for d, _ in fleet.edges)} over {fleet.mqtt} "
                   f"({fleet.settings.mqtt_url}); sites {base}/api/sites", file=sys.stderr)
             run_app_until_stopped(app, settings)

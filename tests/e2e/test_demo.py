@@ -21,11 +21,11 @@ def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
     env.update(EDGEWISE_DATA_DIR=str(tmp_path / "data"),
                EDGEWISE_MODELS_DIR=str(tmp_path / "models"), EDGEWISE_RATE="300")
     done = subprocess.run([EDGEWISE, "demo", "--duration", "30", "--json"], env=env,
-                          capture_output=True, timeout=120, cwd=tmp_path)
+                          capture_output=True, timeout=240, cwd=tmp_path)
     err = done.stderr.decode()
     assert done.returncode == 0, err[-3000:]
     summary = orjson.loads(done.stdout)
-    assert 25 <= summary["seconds"] <= 60
+    assert 25 <= summary["seconds"] <= 60  # 30 s, or up to 20 s more for a slow edge
     assert summary["samples"] >= 3000  # 300/s for most of 30 s, after the group join
     assert summary["predictions"] >= 0.9 * summary["samples"]
     assert summary["predictions"] <= summary["samples"]
