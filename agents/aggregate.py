@@ -19,7 +19,7 @@ from edgewise.app.core.records import Origin, PredictionBatch, joined_prediction
 from edgewise.models.review_rule import route_low_confidence
 from edgewise.tables import device_windows
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
-from edgewise.tables.gathering import batch_group, unfolded
+from edgewise.tables.gathering import batch_group, batch_owner, unfolded
 from edgewise.tables.seen_ids import SeenIds, id_hashes
 from edgewise.tables.windows import WindowSpec, fold_device_batch
 
@@ -69,5 +69,5 @@ def register(ctx: StageContext) -> None:
             ctx.count(STAGE, samples=counted)
 
         await ctx.gathered(stream, STAGE, source, ctx.decode_predictions, batch_group, handle,
-                           settings.fold_take, settings.fold_take_within)
+                           settings.fold_take, settings.fold_take_within, batch_owner)
 

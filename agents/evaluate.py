@@ -20,7 +20,7 @@ from edgewise.app.core.records import Origin, PredictionBatch, joined_prediction
 from edgewise.tables import evaluation
 from edgewise.tables.device_roster import DeviceRoster, evict_silent_devices
 from edgewise.tables.evaluation import EvaluationSpec, fold_device_evaluation
-from edgewise.tables.gathering import batch_group, unfolded
+from edgewise.tables.gathering import batch_group, batch_owner, unfolded
 from edgewise.tables.seen_ids import SeenIds, id_hashes
 
 STAGE = "evaluate"
@@ -61,4 +61,4 @@ def register(ctx: StageContext) -> None:
             return (*batch_group(batch, origin), math.floor(batch.scored_at / spec.window))
 
         await ctx.gathered(stream, STAGE, source, ctx.decode_predictions, group, handle,
-                           settings.fold_take, settings.fold_take_within)
+                           settings.fold_take, settings.fold_take_within, batch_owner)

@@ -21,6 +21,11 @@ def batch_group(batch: PredictionBatch, origin: Origin) -> tuple[Any, ...]:
             batch.top_probs.shape[1:], batch.pixels.shape[1:])
 
 
+def batch_owner(batch: PredictionBatch, origin: Origin) -> tuple[str, int]:
+    """Whose record a group is folded into, with the watermark that tells its replays."""
+    return batch.device, origin.partition
+
+
 def unfolded(table: MutableMapping[str, Any],
              members: list[tuple[PredictionBatch, Origin, bytes]]
              ) -> tuple[list[PredictionBatch], Origin]:

@@ -203,12 +203,14 @@ class StageContext:
         self, stream: Any, stage: str, source: str, decode: Callable[[bytes], T],
         group: Callable[[T, Origin], Hashable],
         handle: Callable[[list[tuple[T, Origin, bytes]]], Awaitable[None]],
-        take: int, within: float,
+        take: int, within: float, owner: Callable[[T, Origin], Hashable],
     ) -> None:
         """``each`` for stages that fold: up to ``take`` messages gathered (waiting at most
         ``within`` seconds for more), decoded, grouped by ``group(value, origin)`` (in
         order of arrival within a group) and handed to ``handle(members)`` group by group,
         so a backlog costs one fold and one table write per group, not per message.
+        Groups of one ``owner(value, origin)`` (the record whose watermark tells replays)
+        are runs of its consecutive messages, handled in its order (``runs_in_order``).
 
         When ``handle`` raises on a group, its members are handed over one at a time, and
         only the one that raises is dead-lettered (``stage_error``); a failed delivery
@@ -216,19 +218,17 @@ class StageContext:
         """
         async for events in stream.take_events(take, within):
             self.count(stage, events_in=len(events))
-            groups: dict[Hashable, list[tuple[T, Origin, bytes]]] = {}
-            last: dict[Hashable, Any] = {}
+            decoded: list[tuple[tuple[T, Origin, bytes], Any]] = []
             for event in events:
                 raw = event.value
                 ok, value = await self.decode_or_dead_letter(stage, raw, source, decode)
-                if not ok:
-                    continue
-                origin = Origin(event.message.partition, event.message.offset)
-                key = group(value, origin)  # type: ignore[arg-type]
-                groups.setdefault(key, []).append((value, origin, raw))  # type: ignore[arg-type]
-                last[key] = event
-            for key, members in groups.items():
-                with current_event(last[key]):
+                if ok:
+                    origin = Origin(event.message.partition, event.message.offset)
+                    decoded.append(((value, origin, raw), event))  # type: ignore[arg-type]
+            for run in runs_in_order(decoded, lambda d: group(d[0][0], d[0][1]),
+                                     lambda d: owner(d[0][0], d[0][1])):
+                members = [member for member, _ in run]
+                with current_event(run[-1][1]):
                     failed = await self._handled(stage, source, handle, members)
                     if failed is not None and len(members) > 1:
                         for member in members:
@@ -257,6 +257,29 @@ class StageContext:
             m.events_out.labels(stage).inc(events_out)
         if samples:
             m.samples.labels(stage).inc(samples)
+
+
+def runs_in_order(items: list[T], key: Callable[[T], Hashable],
+                  owner: Callable[[T], Hashable]) -> list[list[T]]:
+    """``items`` grouped by ``key``, each group a run of one owner's consecutive items:
+    a key's items after another key's item of the same owner start a new group. Groups
+    come in the order of their first items, so each owner's are in its order.
+
+    A stage that folds a group into its owner's record and keeps the offset it folded to
+    tells replays by it: had a device's batches of model v1 at offsets 10 and 12 been one
+    group and v2's at 11 another (two score replicas mid-swap), v1's fold would raise the
+    watermark to 12 and v2's batch at 11 would pass for a replay, uncounted.
+    """
+    groups: dict[tuple[Hashable, int], list[T]] = {}
+    run_of: dict[Hashable, int] = {}
+    latest: dict[Hashable, Hashable] = {}
+    for item in items:
+        k, o = key(item), owner(item)
+        if k in run_of and latest.get(o, k) != k:
+            run_of[k] += 1
+        latest[o] = k
+        groups.setdefault((k, run_of.setdefault(k, 0)), []).append(item)
+    return list(groups.values())
 
 
 @contextlib.contextmanager
