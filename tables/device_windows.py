@@ -15,7 +15,7 @@ import faust
 from aiohttp import web as aioweb
 
 from edgewise.app.core.context import StageContext, json_schema
-from edgewise.tables.seen_ids import is_chunk_key
+from edgewise.tables.seen_ids import is_chunk_key, went_back
 from edgewise.tables.windows import WindowSpec, window_view
 
 TABLE = "device_windows"
@@ -34,6 +34,7 @@ def define(ctx: StageContext) -> faust.Table:
         TABLE, default=None, partitions=ctx.settings.partitions, schema=json_schema(),
         help="windowed prediction statistics per device and model version",
     )
+    table.stale = went_back  # a dropped worker's late write never rebuilds a device
     spec = window_spec(ctx)
 
     @ctx.app.page("/api/devices")

@@ -42,7 +42,14 @@ import orjson
 from edgewise.app.core.context import StageContext, json_schema
 from edgewise.app.core.records import Origin
 from edgewise.tables.device_roster import stamp
-from edgewise.tables.seen_ids import SeenIds, id_hashes, is_chunk_key, is_replay, new_ids_state
+from edgewise.tables.seen_ids import (
+    SeenIds,
+    id_hashes,
+    is_chunk_key,
+    is_replay,
+    new_ids_state,
+    went_back,
+)
 
 TABLE = "evaluation"
 #: The record layout: a record of another (older) layout is started over, not misread.
@@ -222,6 +229,7 @@ def define(ctx: StageContext) -> faust.Table:
         TABLE, default=None, partitions=ctx.settings.partitions, schema=json_schema(),
         help="accuracy and log-loss per device and model version, cumulative and windowed",
     )
+    table.stale = went_back  # a dropped worker's late write never rebuilds a device
     spec = evaluation_spec(ctx)
 
     @ctx.app.page("/api/evaluation")

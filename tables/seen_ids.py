@@ -71,6 +71,18 @@ def is_replay(ids_state: dict[str, Any], origin: Origin | None) -> bool:
     return origin.offset <= ids_state["watermark"].get(str(origin.partition), -1)
 
 
+def went_back(current: Any, incoming: Any) -> bool:
+    """Whether a device record read from the changelog (``incoming``) has folded less of
+    some source partition than the one it would replace (``current``): a stale write of a
+    worker the group had dropped, never the owner's (its watermarks only move on; a
+    device dropped and seen again starts after a deletion)."""
+    try:
+        before, after = current["ids"]["watermark"], incoming["ids"]["watermark"]
+        return any(after[p] < before[p] for p in after.keys() & before.keys())
+    except (KeyError, TypeError):
+        return False  # not a device record (an id chunk, another layout): applied
+
+
 def folded_already(record: Any, origin: Origin) -> bool:
     """Whether a device record (windows or evaluation) already holds the input at
     ``origin``: a gathering's replayed members are dropped before the others are joined."""

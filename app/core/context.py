@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -314,9 +314,42 @@ class StringKeyedTable(faust.Table):
     RocksDB table hands its keys back as ``bytes`` (the memory store keeps what was put).
     """
 
+    #: ``stale(current, incoming)``: whether a changelog record read back must not replace
+    #: the value it would overwrite (``fresh_changelog_events``); set by a table whose
+    #: records say how far into their input they have folded.
+    stale: Callable[[Any, Any], bool] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         schema_key_type = self.schema.key_type if self.schema is not None else None
         if (self.key_type or schema_key_type) in (None, str):
             self.key_serializer = "raw"
             self.key_type = str
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        if self.stale is not None:
+            batch = list(fresh_changelog_events(batch, self.data, self._to_key, self.stale))
+        super().apply_changelog_batch(batch)
+
+
+def fresh_changelog_events(batch: Iterable[Any], current: Mapping[Any, Any],
+                           to_key: Callable[[Any], Any], stale: Callable[[Any, Any], bool],
+                           ) -> Iterator[Any]:
+    """The changelog events of ``batch`` (recovery or a standby) to apply: those whose
+    value is not ``stale`` beside the key's value before it (in ``current``, the store, or
+    earlier in the batch). Deletions always apply.
+
+    A worker the group has dropped (it missed its session while the cores were busy) may
+    still write a record or two for a partition another worker now owns, behind that
+    owner's newer ones. The owner's memory is right, but a later rebuild would end on the
+    stale record and skip, as replays, inputs it never held.
+    """
+    latest: dict[Any, Any] = {}
+    for event in batch:
+        key = to_key(event.key)
+        new = None if event.message.value is None else event.value
+        old = latest[key] if key in latest else current.get(key)
+        if new is not None and old is not None and stale(old, new):
+            continue
+        latest[key] = new
+        yield event

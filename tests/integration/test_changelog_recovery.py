@@ -5,6 +5,9 @@
   fresh workers with empty local state rebuild the window table equal to before, device
   by device, window by window: for the memory store and for RocksDB. RocksDB workers
   restarted on their own data directory come back from local state and equal it too.
+  Before the rebuild, three devices' first records are written again at the end of the
+  changelog (a late write of a worker the group had dropped): the rebuild ignores a
+  record whose watermark went back.
 - Standby replicas: with ``table_standby_replicas=1`` the worker left after its peer's
   SIGTERM already holds the peer's partitions and serves them sooner than one that must
   read their changelog from the start (``table_standby_replicas=0``), on RocksDB (Faust's
@@ -21,8 +24,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from edgewise.agents.simulate import DigitSimulator
 from edgewise.app.bench.scale import wait_for_members
@@ -33,7 +37,14 @@ from edgewise.app.core.wire import encode_prediction_batch
 from edgewise.app.services.embedded_broker import EmbeddedBroker
 from edgewise.models.registry import ModelRegistry
 from edgewise.models.scoring import predict_batches
-from tests.fixtures.kafka import WorkerProcess, env_for, produce, start_workers, wait_until
+from tests.fixtures.kafka import (
+    WorkerProcess,
+    consume_until,
+    env_for,
+    produce,
+    start_workers,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +143,34 @@ def diff(before: dict[Any, Any], after: dict[Any, Any]) -> str:
     return "same"
 
 
+async def write_stale_records(bootstrap: str, changelog: str, devices: list[str]
+                              ) -> dict[str, tuple[int, int]]:
+    """Each device's first window record written again at the end of its changelog
+    partition, as a worker the group had dropped (it missed its session on busy cores)
+    writes its late, stale state behind the new owner's: the watermarks it had folded to,
+    and the device's last, by device."""
+    records = await consume_until(bootstrap, changelog, lambda r: False, timeout=5)
+    first: dict[str, Any] = {}
+    last: dict[str, Any] = {}
+    for record in records:
+        device = record.key.decode()
+        if device in devices and record.value is not None:
+            first.setdefault(device, record)
+            last[device] = record
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for record in first.values():
+            await (await producer.send(changelog, record.value, key=record.key,
+                                       partition=record.partition))
+    finally:
+        await producer.stop()
+
+    def mark(record: Any) -> int:
+        return max(orjson.loads(record.value)["ids"]["watermark"].values())
+    return {d: (mark(first[d]), mark(last[d])) for d in first if mark(first[d]) < mark(last[d])}
+
+
 def group_lag(bootstrap: str, group: str) -> int | None:
     found = asyncio.run(read_groups(bootstrap, [group]))
     return next((g.lag for g in found if g.group == group), None)
@@ -164,6 +203,9 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
     assert lag == 0, f"{lag} not committed after the stop; " + "; ".join(  # to the end
         f"{w.log.name}: {w.log.read_text()[-2500:]}" for w in workers)
 
+    stale = asyncio.run(write_stale_records(embedded_broker.bootstrap,
+                                            f"{group}-device_windows-changelog", devices[:3]))
+    assert len(stale) == 3, stale
     started = time.monotonic()
     workers = start_pair(env, tmp_path / "fresh", tmp_path / "fresh")  # no local state
     try:
