@@ -38,7 +38,7 @@ demo: venv
 
 test: venv sysdeps kafka
 	$(BIN)/ruff check app agents tables models tests
-	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile tests
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=20 tests
 
 bench: venv
 	$(BIN)/edgewise bench score
