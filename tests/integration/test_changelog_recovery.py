@@ -272,7 +272,8 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
     try:
         asyncio.run(produce(broker.bootstrap, TopicNames(prefix).predictions, frames))
         # 8,000 changelog records and a standby reading them: beside a chaos test on two
-        # cores, commits took up to 27 s each and the fold outlasted 120 s (alone: ~25 s)
+        # cores, commits took up to 27 s each and the fold outlasted 120 s (the whole test
+        # takes 86 s alone)
         wait_until("every sample in its window", all_counted(workers, counts), 300,
                    tolerate=(OSError,))
         time.sleep(2.0)  # a standby follows the changelog live: it has read the tail
