@@ -348,8 +348,9 @@ def fresh_changelog_events(batch: Iterable[Any], current: Mapping[Any, Any],
     for event in batch:
         key = to_key(event.key)
         new = None if event.message.value is None else event.value
-        old = latest[key] if key in latest else current.get(key)
-        if new is not None and old is not None and stale(old, new):
-            continue
+        if new is not None:  # a deletion needs no look at the value before it
+            old = latest[key] if key in latest else current.get(key)
+            if old is not None and stale(old, new):
+                continue
         latest[key] = new
         yield event
