@@ -107,10 +107,6 @@ class AllCounted:
         return True
 
 
-def all_counted(workers: list[WorkerProcess], counts: Counter) -> AllCounted:
-    return AllCounted(workers, counts)
-
-
 def sigterm(workers: list[WorkerProcess]) -> list[float]:
     """Stop each gracefully; how long each took. Each must exit 0."""
     took = []
@@ -193,7 +189,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
     try:
         asyncio.run(produce(embedded_broker.bootstrap, TopicNames(unique_prefix).predictions,
                             frames))
-        wait_until("every sample in its window", all_counted(workers, counts), 90,
+        wait_until("every sample in its window", AllCounted(workers, counts), 90,
                    tolerate=(OSError,))
         before = views(workers[0], devices)
     finally:
@@ -209,7 +205,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
     started = time.monotonic()
     workers = start_pair(env, tmp_path / "fresh", tmp_path / "fresh")  # no local state
     try:
-        wait_until("the tables rebuilt", all_counted(workers, counts), 90,
+        wait_until("the tables rebuilt", AllCounted(workers, counts), 90,
                    tolerate=(OSError,))
         cold = time.monotonic() - started
         after = views(workers[1], devices)
@@ -223,7 +219,7 @@ def test_fresh_workers_rebuild_the_window_table_equal_to_before(
         workers = start_pair(env, tmp_path / "fresh", tmp_path / "warm")
         try:
             wait_until("the tables back from local state",
-                       all_counted(workers, counts), 90, tolerate=(OSError,))
+                       AllCounted(workers, counts), 90, tolerate=(OSError,))
             warm = time.monotonic() - started
             assert views(workers[0], devices) == before
         finally:
@@ -274,7 +270,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         # 8,000 changelog records and a standby reading them: beside a chaos test on two
         # cores, commits took up to 27 s each and the fold outlasted 120 s (the whole test
         # takes 86 s alone)
-        wait_until("every sample in its window", all_counted(workers, counts), 300,
+        wait_until("every sample in its window", AllCounted(workers, counts), 300,
                    tolerate=(OSError,))
         time.sleep(2.0)  # a standby follows the changelog live: it has read the tail
         records = changelog_records(broker.bootstrap, f"{group}-device_windows-changelog")
@@ -283,7 +279,7 @@ def takeover(broker: EmbeddedBroker, models_dir: Path, work: Path, prefix: str,
         wait_for_members(broker.bootstrap, group, 1, timeout=60, interval=0.1)  # alone, stable
         assigned = time.monotonic()
         wait_until("the survivor serves every device",
-                   all_counted(workers[:1], counts), 120, interval=0.1,
+                   AllCounted(workers[:1], counts), 120, interval=0.1,
                    tolerate=(OSError,))
         done = time.monotonic()
         return done - started, done - assigned, records
