@@ -15,15 +15,18 @@ comma := ,
 
 .PHONY: demo test sysdeps kafka venv lint bench clean upgrade-deps
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+$(STAMP): pyproject.toml $(CONSTRAINTS) Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "edgewise needs Python >= 3.11 (found $$($(PYTHON) --version 2>&1)); set PYTHON=python3.11"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
+# Bytecode written ahead: where PYTHONDONTWRITEBYTECODE is set, every process would
+# otherwise compile what it imports from source (scikit-learn alone: 10 s a process here).
 venv: $(STAMP)
+	@$(BIN)/python -m compileall -q -j 0 app agents tables models tests > /dev/null
 
 sysdeps:
 	@bash deploy/sysdeps.sh $(SYSTEM_TOOLS)
@@ -50,7 +53,7 @@ upgrade-deps: venv
 	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
 	  --python-version 3.11 --upgrade --annotation-style line \
 	  --custom-compile-command 'make upgrade-deps' -o $(CONSTRAINTS)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 	$(MAKE) test
 

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="tabular", help="tabular: the registered model's name")
     p = add("demo", cmd_demo, "run the whole pipeline with simulated devices")
     p.add_argument("--duration", type=float, help="stop after this many seconds from the "
-                   "start (up to 20 s more while an edge has sent nothing yet)")
+                   "start (up to 40 s more while an edge has sent nothing yet)")
     p.add_argument("--json", action="store_true", help="print a final JSON summary")
     p.add_argument("--devices", type=int, help="simulated devices")
     p.add_argument("--rate", type=float, help="samples per second, all devices")

@@ -111,7 +111,7 @@ def worker_apps(worker: faust.Worker) -> list[faust.App]:
 #: How long a stop waits for the gatherings agents are working on (then commits them).
 SETTLE_SECONDS = 2.0
 #: How long a demo with a duration waits past it for an edge nothing came from yet.
-EDGE_GRACE_SECONDS = 20.0
+EDGE_GRACE_SECONDS = 40.0
 
 
 async def settle_in_flight(app: faust.App, seconds: float) -> None:

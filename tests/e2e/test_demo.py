@@ -25,7 +25,7 @@ def test_demo_runs_and_reports_a_sane_summary(tmp_path: Path) -> None:
     err = done.stderr.decode()
     assert done.returncode == 0, err[-3000:]
     summary = orjson.loads(done.stdout)
-    assert 25 <= summary["seconds"] <= 60  # 30 s, or up to 20 s more for a slow edge
+    assert 25 <= summary["seconds"] <= 75  # 30 s, or up to 40 s more for a slow edge
     assert summary["samples"] >= 3000  # 300/s for most of 30 s, after the group join
     assert summary["predictions"] >= 0.9 * summary["samples"]
     assert summary["predictions"] <= summary["samples"]
