@@ -236,12 +236,16 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
                 "reason"), orjson.loads(r.value).get("detail", "")[:200]) for r in letters)
             stories = {d: changelog_story(broker.bootstrap, groups["aggregate"], names
                                           .predictions, d) for d in last.get("off", {})}
+            short = evaluation_off(fleet, truth, meta)
+            evaluations = evaluation_story(broker.bootstrap, groups["evaluate"],
+                                           names.predictions, list(short))
             raise AssertionError(f"not exact: {SAMPLES} samples, {correct} correct; the "
                                  f"tables say {last}; evaluation by device (counted, "
-                                 f"truth) {evaluation_off(fleet, truth, meta)}; dead "
+                                 f"truth) {short}; dead "
                                  f"letters {dict(said)}; replicas' exit codes "
                                  f"{exits(fleet)}; kills {wall(killed)}; the short devices' "
-                                 f"changelogs {stories}; {waited}") from None
+                                 f"changelogs {stories}; the short evaluations "
+                                 f"{evaluations}; {waited}") from None
         time.sleep(3.0)  # a double count would show now (a view mid-rebalance may lack a
         wait_until("still exact", exact, 60, tolerate=(OSError, KeyError))  # partition)
         assert not any(n > expected[d].get(start, 0) for d, c in last["seen"].items()
@@ -339,6 +343,37 @@ def changelog_story(bootstrap: str, group: str, predictions: str, device: str) -
                           "frames": [(f.partition, f.offset) for f in new]})
         counted |= fresh
         marks, total = now, total + grown
+    return story
+
+
+def evaluation_story(bootstrap: str, group: str, predictions: str,
+                     devices: list[str]) -> dict[str, Any]:
+    """For devices whose evaluation is short, read from the broker: the evaluate group's
+    committed offsets on the predictions topic, each device's prediction frames (partition,
+    first and last offset) and its evaluation changelog writes (changelog offset, time
+    written, watermark, cumulative count)."""
+    found = asyncio.run(read_groups(bootstrap, [group]))
+    committed = {p.partition: (p.committed, p.end) for g in found for p in g.partitions
+                 if p.topic == predictions}
+    frames = asyncio.run(consume_until(bootstrap, predictions, lambda r: False, timeout=5))
+    writes = asyncio.run(consume_until(bootstrap, f"{group}-evaluation-changelog",
+                                       lambda r: False, timeout=5))
+    story: dict[str, Any] = {"committed": committed}
+    for device in devices:
+        mine = [r for r in frames if r.key == device.encode()]
+        told = []
+        for write in (r for r in writes if r.key == device.encode()):
+            if write.value is None:
+                told.append((write.offset, "tombstone"))
+                continue
+            state = orjson.loads(write.value)
+            count = sum(m["total"]["count"] for m in state.get("models", {}).values())
+            told.append((write.offset, round(state.get("written", 0), 2),
+                         state["ids"]["watermark"], count))
+        story[device] = {"frames": (sorted({r.partition for r in mine}),
+                                    min((r.offset for r in mine), default=None),
+                                    max((r.offset for r in mine), default=None)),
+                         "writes": told}
     return story
 
 
