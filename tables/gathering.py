@@ -4,6 +4,14 @@ write per device and model version instead of one per message.
 Members of a group are in offset order on one partition, so the device record's
 watermark tells which of them it holds already (a replay after a crash); the rest are
 joined and folded as one batch whose origin is the last member's.
+
+A record can be ahead of its changelog: a RocksDB store writes to local disk at once and
+the changelog record follows, so a worker SIGKILLed in between comes back with a record
+that holds inputs its changelog never got. Those inputs are read again and skipped as
+replays, and their offsets committed; so when members are skipped, the record (and its
+newest id chunks, which a lost fold may have filled) is written again, and the commit
+waits for that write as for any other. Otherwise the replica that next rebuilds the device
+from the changelog would miss the samples for good.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from edgewise.app.core.records import Origin, PredictionBatch
-from edgewise.tables.seen_ids import folded_already
+from edgewise.tables.seen_ids import chunk_key, folded_already
 
 
 def batch_group(batch: PredictionBatch, origin: Origin) -> tuple[Any, ...]:
@@ -36,4 +44,18 @@ def unfolded(table: MutableMapping[str, Any],
     skipped = sum(len(b) for b, _, _ in members) - sum(map(len, live))
     if skipped and isinstance(record, dict):
         record["replayed"] = record.get("replayed", 0) + skipped
+        resend(table, members[0][0].device, record, whole=not live)
     return live, members[-1][1]
+
+
+def resend(table: MutableMapping[str, Any], device: str, record: dict[str, Any],
+           whole: bool) -> None:
+    """Write a device's newest id chunks again, and its record when ``whole`` (with live
+    members, the fold that follows writes the record anyway)."""
+    last = record["ids"]["last"]
+    for number in range(max(record["ids"]["first"], last - 1), last + 1):
+        chunk = table.get(chunk_key(device, number))
+        if chunk is not None:
+            table[chunk_key(device, number)] = chunk
+    if whole:
+        table[device] = record
