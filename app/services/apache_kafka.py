@@ -91,6 +91,18 @@ def maven_classpath(target: Path, pom: Path, expected: str, properties: dict[str
     return target
 
 
+def new_cluster_id(draw=uuid.uuid4) -> str:
+    """A random KRaft cluster id: 22 characters of URL-safe base64, never starting with ``-``.
+
+    Kafka's own ids avoid a leading dash for the same reason: ``kafka-storage format -t -x…``
+    reads the id as an option and stops (one start in 64 failed so before this).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(draw().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def node_properties(node_id: int, port: int, controller_port: int, voters: str,
                     data_dir: Path, nodes: int) -> str:
     """``server.properties`` of one combined broker+controller node.
@@ -230,7 +242,7 @@ class KafkaCluster:
             self._own_workdir = True
         ports = [free_port() for _ in range(2 * self.size)]
         voters = ",".join(f"{i + 1}@127.0.0.1:{ports[self.size + i]}" for i in range(self.size))
-        self.cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.cluster_id = new_cluster_id()
         for i in range(self.size):
             directory = self._workdir / f"node{i + 1}"
             directory.mkdir(parents=True, exist_ok=True)
@@ -256,7 +268,7 @@ class KafkaCluster:
     def _format(self, node: KafkaNode) -> None:
         assert self.classpath is not None
         command = node.java(self.classpath, "kafka.tools.StorageTool", "format",
-                            "-t", self.cluster_id, "-c", str(node.properties))
+                            f"--cluster-id={self.cluster_id}", "-c", str(node.properties))
         result = subprocess.run(command, capture_output=True, text=True, timeout=60,
                                 check=False)
         if result.returncode != 0:
