@@ -45,8 +45,9 @@ STAGE_MODULES: dict[str, str] = {
 }
 
 
-#: Faust store URLs of the ``store`` setting (rocksdb needs the ``rocksdb`` extra: rocksdict).
-STORES = {"memory": "memory://", "rocksdb": "rocksdb://"}
+#: Faust store URLs of the ``store`` setting (rocksdb needs the ``rocksdb`` extra: rocksdict);
+#: memory is Faust's, showing only the active partitions (``app.run.memory_store``).
+STORES = {"memory": "edgewise-memory://", "rocksdb": "rocksdb://"}
 
 
 _HELD: list[IO[str]] = []  # the data-directory locks this process holds, for its life
