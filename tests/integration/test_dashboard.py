@@ -60,6 +60,12 @@ def review_ids(worker: WorkerProcess) -> set[str]:
     return {item["id"] for item in view["items"]}
 
 
+def evaluated(view: Any) -> int | None:
+    """The dashboard's cumulative count of labelled samples evaluated."""
+    return view.get("accuracy", {}).get("true_labels", {}).get("digits:1", {}).get(
+        "cumulative", {}).get("count")
+
+
 def test_fleet_views_and_corrections_across_two_workers(
     broker: BrokerUnderTest, models_dir: Path, tmp_path: Path, unique_prefix: str
 ) -> None:
@@ -85,9 +91,11 @@ def test_fleet_views_and_corrections_across_two_workers(
 
         # every device of both workers, from either, though each holds only its own
         def full(worker: WorkerProcess) -> Any:
+            # evaluate may trail aggregate by a gathering: wait for both to hold everything
             status, view = call(worker, "/api/dashboard", token=None)  # reads stay open
             return view if (status == 200 and view["fleet"]["recent"]["count"] == total
-                            and len(view["devices"]) == len(devices)) else None
+                            and len(view["devices"]) == len(devices)
+                            and evaluated(view) == total) else None
 
         views = [wait_for(f"dashboard of worker {i}", lambda w=w: full(w))
                  for i, w in enumerate(workers)]
