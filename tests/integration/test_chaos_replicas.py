@@ -245,7 +245,8 @@ def test_replicas_of_every_stage_survive_kills_with_exact_counts(
                                  f"letters {dict(said)}; replicas' exit codes "
                                  f"{exits(fleet)}; kills {wall(killed)}; the short devices' "
                                  f"changelogs {stories}; the short evaluations "
-                                 f"{evaluations}; {waited}") from None
+                                 f"{evaluations}; the evaluate replicas' warnings "
+                                 f"{warnings_of(fleet, 'evaluate')}; {waited}") from None
         time.sleep(3.0)  # a double count would show now (a view mid-rebalance may lack a
         wait_until("still exact", exact, 60, tolerate=(OSError, KeyError))  # partition)
         assert not any(n > expected[d].get(start, 0) for d, c in last["seen"].items()
@@ -294,6 +295,18 @@ def wall(killed: list[tuple[float, str]]) -> list[tuple[float, str]]:
 def exits(fleet: Fleet) -> dict[str, list[int | None]]:
     """Each replica's exit code (None: running): a replica that died on its own shows here."""
     return {s: [w.process.poll() for w in ws] for s, ws in fleet.workers.items()}
+
+
+def warnings_of(fleet: Fleet, stage: str, lines: int = 30) -> dict[int, list[str]]:
+    """The last warnings and errors in each replica's log of ``stage`` (a partition that
+    stops being consumed says why there: a recovery, a rebalance, a refused commit)."""
+    out = {}
+    for i in range(REPLICAS[stage]):
+        text = fleet.log(stage, i).read_text(errors="replace").splitlines()
+        said = [line[:300] for line in text if any(
+            word in line for word in ("WARNING", "ERROR", "Error", "Traceback"))]
+        out[i] = said[-lines:]
+    return out
 
 
 def evaluation_off(fleet: Fleet, truth: dict[str, Counter[float]], meta: Any) -> dict[str, Any]:
