@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def maven_classpath(target: Path, pom: Path, expected: str, properties: dict[str
     return target
 
 
-def new_cluster_id(draw=uuid.uuid4) -> str:
+def new_cluster_id(draw: Callable[[], uuid.UUID] = uuid.uuid4) -> str:
     """A random KRaft cluster id: 22 characters of URL-safe base64, never starting with ``-``.
 
     Kafka's own ids avoid a leading dash for the same reason: ``kafka-storage format -t -x…``
